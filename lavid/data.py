@@ -1,0 +1,247 @@
+"""Torch datasets and loaders over lavid clip datasets (video indexes, materialized clips, trajectories).
+
+A clip index decodes its frames on the fly (in the DataLoader's workers); a dataset with stored steps
+reads a contiguous slice of memory-mapped Arrow rows. Both yield the same item layout, so every trainer
+and eval reads videos and simulator trajectories alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lavid.sources import read_source
+from lavid.store import META_FILE, read_meta
+from lavid.video import VideoError, decode_clip
+
+log = logging.getLogger(__name__)
+
+STEP_COLUMNS_SKIPPED = ("frame", "step")
+"""Step columns not returned as per-step extras (``frame`` is returned as ``frames``)."""
+
+
+def read_rows(dataset, start: int, length: int, columns: list[str]) -> dict[str, np.ndarray]:
+    """Rows ``[start, start + length)`` of a ``datasets.Dataset`` as numpy arrays, straight from Arrow.
+
+    Faster than ``datasets``' numpy formatting (no per-row Python objects) and keeps the stored
+    dtypes (uint8 frames, float64 physics states). List columns must have one length within the range.
+
+    Returns:
+        ``{column: [length, ...] array}``; ``ArrayND`` features keep their shape.
+    """
+    import pyarrow as pa
+
+    table = dataset.data.slice(start, length)
+    out = {}
+    for name in columns:
+        array = table.column(name).combine_chunks()
+        if isinstance(array, pa.ExtensionArray):
+            array = array.storage
+        nested = False
+        while pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(
+            array.type
+        ):
+            array, nested = array.flatten(), True
+        values = array.to_numpy(zero_copy_only=False)
+        shape = getattr(dataset.features[name], "shape", None)
+        if shape is not None:
+            values = values.reshape(length, *shape)
+        elif nested:
+            values = values.reshape(length, -1)
+        out[name] = values
+    return out
+
+
+class DatasetFormatError(Exception):
+    """A folder is not a complete lavid dataset."""
+
+
+def open_meta(root: str | os.PathLike) -> dict[str, Any]:
+    """Read ``root/lavid.json`` and check the dataset is complete."""
+    meta = read_meta(root)
+    if meta is None:
+        raise DatasetFormatError(
+            f"{root} is not a lavid dataset (no {META_FILE}); build one with data_prep/videos.py or data_prep/dmc.py"
+        )
+    if not meta.get("complete"):
+        raise DatasetFormatError(f"{root} is an unfinished build; rerun the command that made it to finish it")
+    return meta
+
+
+class ClipDataset(Dataset):
+    """Clips of a lavid dataset as ``uint8`` frame tensors.
+
+    Args:
+        root: dataset folder made by ``data_prep/videos.py`` or ``data_prep/dmc.py``.
+        backend: video decoder for clip indexes (``"auto"``: decord, falling back to PyAV).
+        max_retries: a clip that cannot be decoded is reported and replaced by the next clip; give up
+            after this many consecutive failures.
+
+    Items are dicts:
+        ``frames``: ``[T, 3, H, W]`` uint8;
+        ``index``: the clip's row; ``episode``: its episode; ``start_frame``: its first step;
+        plus, for trajectories, each per-step column (``action [T, A]``, ``reward [T]``, ...).
+    """
+
+    def __init__(self, root: str | os.PathLike, backend: str = "auto", max_retries: int = 16) -> None:
+        import datasets
+
+        self.root = Path(root)
+        self.meta = open_meta(self.root)
+        self.backend = backend
+        self.max_retries = max_retries
+        self.fps = float(self.meta.get("fps") or 0.0)
+        self.size = int(self.meta["size"])
+        self.clips = datasets.load_from_disk(str(self.root / "clips"))
+        episodes = datasets.load_from_disk(str(self.root / "episodes"))
+        self.first_row = np.asarray(episodes["first_row"], dtype=np.int64)
+        self.steps = None
+        if (self.root / "steps").exists():
+            self.steps = datasets.load_from_disk(str(self.root / "steps"))
+        self._failed: set[int] = set()
+
+    @property
+    def materialized(self) -> bool:
+        return self.steps is not None
+
+    @property
+    def step_columns(self) -> list[str]:
+        if self.steps is None:
+            return []
+        return [c for c in self.steps.column_names if c not in STEP_COLUMNS_SKIPPED]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _load(self, index: int) -> dict[str, Any]:
+        clip = self.clips[index]
+        episode, start, length = int(clip["episode"]), int(clip["start_frame"]), int(clip["num_frames"])
+        item: dict[str, Any] = {"index": index, "episode": episode, "start_frame": start}
+        if self.steps is not None:
+            row = int(self.first_row[episode]) + start
+            rows = read_rows(self.steps, row, length, ["frame", *self.step_columns])
+            for column, values in rows.items():
+                # copy: the Arrow buffers are read-only memory maps
+                item["frames" if column == "frame" else column] = torch.from_numpy(np.array(values, copy=True))
+        else:
+            fps = float(clip["fps"]) or None
+            frames = decode_clip(read_source(clip["source"]), clip["start"], length, fps, self.size, backend=self.backend)
+            item["frames"] = torch.from_numpy(frames)
+        return item
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        for attempt in range(self.max_retries):
+            current = (index + attempt) % len(self)
+            try:
+                return self._load(current)
+            except VideoError as error:
+                if current not in self._failed:
+                    self._failed.add(current)
+                    source = self.clips[current]["source"]
+                    warnings.warn(f"skipping clip {current} of {source}: {error}", stacklevel=2)
+        raise RuntimeError(
+            f"{self.max_retries} consecutive clips from index {index} could not be decoded; "
+            f"is the data under {self.root} still readable?"
+        )
+
+
+class ClipSampler(Sampler[int]):
+    """Seeded shuffling, split across processes, resumable at a position within an epoch.
+
+    Each epoch draws a permutation from ``seed + epoch``; process ``rank`` of ``num_replicas`` takes
+    every ``num_replicas``-th index (the permutation is padded by wrapping so all get equally many).
+
+    Args:
+        num_items: dataset length.
+        seed: base seed.
+        shuffle: permute (else keep order).
+        num_replicas, rank: this process's share (from ``accelerate``'s state).
+        start: skip this many of this process's indices in the current epoch (resume).
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+        start: int = 0,
+    ) -> None:
+        if num_items <= 0:
+            raise ValueError("cannot sample from an empty dataset")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        self.num_items, self.seed, self.shuffle = num_items, seed, shuffle
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch, self.start = 0, start
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    @property
+    def per_replica(self) -> int:
+        return math.ceil(self.num_items / self.num_replicas)
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_items, generator=generator).tolist()
+        else:
+            order = list(range(self.num_items))
+        total = self.per_replica * self.num_replicas
+        order += order[: total - len(order)] if total > len(order) else []
+        while len(order) < total:  # fewer items than replicas
+            order += order[: total - len(order)]
+        return order[self.rank : total : self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.start :])
+
+    def __len__(self) -> int:
+        return self.per_replica - self.start
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    torch.set_num_threads(1)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int = 0,
+    num_workers: int = 0,
+    shuffle: bool = True,
+    num_replicas: int = 1,
+    rank: int = 0,
+    drop_last: bool = True,
+    prefetch_factor: int = 4,
+) -> DataLoader:
+    """A deterministic DataLoader over ``dataset``, sharded for process ``rank`` of ``num_replicas``.
+
+    Returns:
+        A loader whose ``sampler`` is a :class:`ClipSampler` (call ``loader.sampler.set_epoch``).
+    """
+    sampler = ClipSampler(len(dataset), seed=seed, shuffle=shuffle, num_replicas=num_replicas, rank=rank)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        worker_init_fn=_seed_worker,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+    )
