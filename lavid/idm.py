@@ -1,0 +1,63 @@
+"""Inverse dynamics model g(s_t, s_t+1) -> raw latent action, one per transition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from lavid.config import check
+from lavid.layers import sincos_2d
+
+
+@dataclass
+class IDMConfig:
+    """A small transformer over the tokens of both steps plus one query token.
+
+    Attributes:
+        dim, depth, num_heads, mlp_ratio: transformer size.
+    """
+
+    dim: int = 128
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+
+    def validate(self, prefix: str = "") -> None:
+        key = (prefix + ".") if prefix else ""
+        check(self.dim % self.num_heads == 0, f"{key}dim", f"{self.dim} not divisible by num_heads {self.num_heads}")
+        check(self.dim % 4 == 0, f"{key}dim", "must be divisible by 4 (2D position embedding)")
+        check(self.depth >= 1, f"{key}depth", "must be >= 1")
+
+
+class InverseDynamics(nn.Module):
+    """``(s_t, s_t+1)`` tokens ``[B, S, N, D_enc]`` each -> raw latents ``[B, S, raw_dim]``."""
+
+    def __init__(self, config: IDMConfig, in_dim: int, num_tokens: int, raw_dim: int) -> None:
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        self.project = nn.Linear(in_dim, config.dim)
+        self.register_buffer("position", sincos_2d(num_tokens, config.dim), persistent=False)
+        self.which_step = nn.Parameter(torch.zeros(2, config.dim))
+        self.query = nn.Parameter(torch.zeros(1, 1, config.dim))
+        nn.init.trunc_normal_(self.which_step, std=0.02)
+        nn.init.trunc_normal_(self.query, std=0.02)
+        self.blocks = nn.ModuleList(
+            Block(config.dim, config.num_heads, mlp_ratio=config.mlp_ratio, qkv_bias=True) for _ in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(config.dim)
+        self.head = nn.Linear(config.dim, raw_dim)
+
+    def forward(self, current: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
+        batch = current.shape[0]
+        pair = torch.stack([current, following], dim=2)  # [B, S, 2, N, D]
+        tokens = self.project(pair) + self.position + self.which_step[:, None, :]
+        tokens = rearrange(tokens, "b s two n d -> (b s) (two n) d")
+        x = torch.cat([repeat(self.query, "1 1 d -> m 1 d", m=tokens.shape[0]), tokens], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        raw = self.head(self.norm(x[:, 0]))
+        return rearrange(raw, "(b s) r -> b s r", b=batch)

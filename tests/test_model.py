@@ -1,0 +1,289 @@
+"""The latent-action world model: causality, AdaLN-zero, latent families, checkpoint layouts, training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from einops import rearrange
+
+from lavid.config import ConfigError, from_dict
+from lavid.encoder import CheckpointError, EncoderConfig, FrameEncoder, normalize_frames
+from lavid.latents import FAMILIES, LatentConfig, make_family
+from lavid.predictor import AdaLNBlock, Predictor, PredictorConfig
+from lavid.world_model import LatentActionWorldModel, ModelConfig
+
+TINY = {
+    "encoder": {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2},
+    "idm": {"dim": 64, "depth": 1, "num_heads": 2},
+    "predictor": {"dim": 64, "depth": 2, "num_heads": 2},
+    "latent": {"dim": 16, "codebook_size": 32, "fsq_levels": [5, 5, 4]},
+}
+
+
+def tiny_config(family="noisy", **encoder):
+    data = {k: dict(v) for k, v in TINY.items()}
+    data["latent"]["family"] = family
+    data["encoder"].update(encoder)
+    return from_dict(ModelConfig, data)
+
+
+def moving_square_clips(batch=4, frames=6, size=32, seed=0):
+    """uint8 clips of a bright square moving with a random constant velocity: real dynamics to learn."""
+    generator = torch.Generator().manual_seed(seed)
+    clips = torch.zeros(batch, frames, 3, size, size, dtype=torch.uint8)
+    for b in range(batch):
+        x, y = torch.randint(0, size - 8, (2,), generator=generator).tolist()
+        dx, dy = torch.randint(-3, 4, (2,), generator=generator).tolist()
+        for t in range(frames):
+            cx, cy = (x + dx * t) % (size - 8), (y + dy * t) % (size - 8)
+            clips[b, t, :, cy : cy + 8, cx : cx + 8] = 255
+    return clips
+
+
+def test_predictor_is_frame_causal_bit_for_bit():
+    torch.manual_seed(0)
+    predictor = Predictor(PredictorConfig(dim=32, depth=2, num_heads=2, predict_residual=False), 16, 4, 8).double()
+    for p in predictor.parameters():  # leave the zero init so every path carries signal
+        torch.nn.init.normal_(p, std=0.2)
+    states, cond = torch.randn(2, 5, 4, 16, dtype=torch.float64), torch.randn(2, 5, 8, dtype=torch.float64)
+    before = predictor(states, cond)
+    changed_states, changed_cond = states.clone(), cond.clone()
+    changed_states[:, 3:] += torch.randn_like(changed_states[:, 3:])
+    changed_cond[:, 3:] += 1.0
+    after = predictor(changed_states, changed_cond)
+    assert torch.equal(before[:, :3], after[:, :3])
+    assert not torch.allclose(before[:, 3:], after[:, 3:])
+
+
+def test_adaln_zero_blocks_and_predictor_start_as_identity():
+    block = AdaLNBlock(32, 4, 4.0)
+    x, cond = torch.randn(2, 12, 32), torch.randn(2, 3, 32)
+    mask = torch.ones(12, 12, dtype=torch.bool)
+    assert torch.equal(block(x, cond, mask, tokens=4), x)
+    predictor = Predictor(PredictorConfig(dim=32, depth=2, num_heads=2), 16, 4, 8)
+    states = torch.randn(2, 5, 4, 16)
+    assert torch.equal(predictor(states, torch.randn(2, 5, 8)), states)  # ŝ_t+1 = s_t at init
+    rolled = predictor.rollout(states[:, :2], torch.randn(2, 4, 8))
+    assert rolled.shape == (2, 3, 4, 16) and torch.allclose(rolled, states[:, 1:2].expand(2, 3, 4, 16))
+
+
+def test_rollout_first_step_matches_teacher_forcing():
+    torch.manual_seed(1)
+    predictor = Predictor(PredictorConfig(dim=32, depth=2, num_heads=2), 16, 4, 8)
+    for p in predictor.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    states, cond = torch.randn(1, 4, 4, 16), torch.randn(1, 4, 8)
+    teacher = predictor(states, cond)
+    rolled = predictor.rollout(states[:, :3], cond)
+    assert torch.allclose(rolled[:, 0], teacher[:, 2], atol=1e-5)
+
+
+def test_noisy_kl_is_zero_at_the_prior_and_sampling_only_in_training():
+    family = make_family(LatentConfig(family="noisy", dim=8, beta=1.0))
+    raw = torch.zeros(5, 16)  # mean 0, log-variance 0
+    family.train()
+    z, loss, stats = family(raw)
+    assert loss.item() == pytest.approx(0.0, abs=1e-7) and stats["kl"].item() == pytest.approx(0.0, abs=1e-7)
+    assert z.std() > 0.5  # sampled
+    family.eval()
+    z, _, _ = family(torch.cat([torch.ones(5, 8), torch.zeros(5, 8)], -1))
+    assert torch.equal(z, torch.ones(5, 8))  # the mean at eval
+    _, loss, _ = family(torch.cat([torch.ones(5, 8), torch.zeros(5, 8)], -1))
+    assert loss.item() == pytest.approx(0.5 * 8)
+
+
+def test_vq_straight_through_reaches_the_idm_and_dead_codes_get_reset():
+    family = make_family(LatentConfig(family="discrete", dim=4, codebook_size=8, reset_every=10))
+    family.train()
+    idm = torch.nn.Linear(3, 4)
+    z, loss, stats = family(idm(torch.randn(6, 3)))
+    (z.sum() + loss).backward()
+    assert idm.weight.grad is not None and idm.weight.grad.abs().sum() > 0
+    family.zero_grad()
+    with torch.no_grad():  # all encoder outputs far from every code: only one code wins, 7 are dead
+        family.codebook.data = torch.randn(8, 4) * 0.01
+        family.usage.zero_()
+        family.seen.zero_()
+    far = torch.full((12, 4), 5.0) + torch.randn(12, 4) * 0.1
+    before = family.codebook.detach().clone()
+    family(far)
+    moved = (family.codebook.detach() - before).abs().sum(-1) > 0
+    assert moved.sum() >= 6  # dead codes moved onto recent encoder outputs
+    assert torch.cdist(family.codebook.detach()[moved], far).min(-1).values.max() < 1e-5
+    _, _, stats = family(torch.randn(6, 4))
+    assert {"perplexity", "codes_used_fraction"} <= set(stats)
+
+
+def test_sparse_terms_punish_collapse():
+    family = make_family(LatentConfig(family="sparse", dim=16, l1=0.05))
+    zero = torch.zeros(32, 16)
+    _, zero_loss, zero_stats = family(zero)
+    assert zero_stats["energy"].item() == pytest.approx(4.0)  # λ_l2 · √D: the floor forbids z = 0
+    constant = torch.zeros(32, 16)
+    constant[:, 0] = 4.0  # meets the norm floor, but every latent is the same
+    _, constant_loss, constant_stats = family(constant)
+    assert constant_stats["variance_term"] > 0.9 and constant_stats["mean_term"] > 0.2
+    spread = torch.zeros(32, 16)
+    spread[torch.arange(32), torch.arange(32) % 16] = 4.0 * torch.sign(torch.randn(32))  # sparse, varied
+    _, spread_loss, _ = family(spread)
+    assert spread_loss < constant_loss < zero_loss
+    samples = family.sample((64,), torch.Generator().manual_seed(0), steps=200, step_size=0.05)
+    assert samples.shape == (64, 16) and samples.norm(dim=-1).mean() > 2.0  # pushed up toward the floor
+
+
+def test_fsq_codes_are_on_the_grid_and_indices_unique():
+    family = make_family(LatentConfig(family="fsq", dim=8, fsq_levels=[8, 5, 3]))
+    codes = family.codes(torch.randn(2000, 3) * 3)
+    for d, level in enumerate([8, 5, 3]):
+        values = codes[:, d].unique()
+        assert len(values) == level and values.min() == -(level // 2)
+    grid = torch.stack(torch.meshgrid(torch.arange(-4, 4), torch.arange(-2, 3), torch.arange(-1, 2),
+                                      indexing="ij"), -1).reshape(-1, 3).float()
+    assert family.indices(grid).unique().numel() == 120
+    z, loss, stats = family(torch.randn(10, 3, requires_grad=True))
+    assert z.shape == (10, 8) and loss.item() == 0 and family.sample((4,)).shape == (4, 8)
+
+
+def test_deterministic_family_has_no_idm_and_constant_latents():
+    model = LatentActionWorldModel(tiny_config("deterministic", mode="frozen"))
+    assert model.idm is None
+    z, _, _ = model.infer_latents(torch.randn(2, 3, 16, 64))
+    assert z.shape == (2, 2, 16) and z.abs().sum() == 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_lowers_the_loss_on_a_fixed_batch(family):
+    # The residual head starts at the copy-last-step baseline, which takes far more than a unit test's
+    # steps to beat; the plain head starts far off, so a falling loss shows gradients reach every part.
+    torch.manual_seed(0)
+    config = tiny_config(family, mode="frozen")
+    config.predictor.predict_residual = False
+    model = LatentActionWorldModel(config)
+    clips = moving_square_clips()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(25):
+        out = model(clips, generator=generator)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        losses.append(out["loss"].item())
+    assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
+
+
+def test_ema_mode_trains_the_encoder_and_moves_the_target_slowly():
+    torch.manual_seed(0)
+    model = LatentActionWorldModel(tiny_config("none", mode="ema", ema_momentum=0.9))
+    target_before = [p.clone() for p in model.target_encoder.parameters()]
+    online_before = [p.clone() for p in model.encoder.parameters()]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    out = model(moving_square_clips())
+    optimizer.zero_grad()
+    out["loss"].backward()
+    assert all(not p.requires_grad for p in model.target_encoder.parameters())
+    optimizer.step()
+    model.update_ema()
+    online_step = sum((a - b).abs().sum() for a, b in zip(model.encoder.parameters(), online_before))
+    target_step = sum((a - b).abs().sum() for a, b in zip(model.target_encoder.parameters(), target_before))
+    assert online_step > 0 and 0 < target_step < 0.2 * online_step
+
+
+def test_cached_features_give_the_same_loss_as_frames_for_a_frozen_encoder():
+    torch.manual_seed(0)
+    model = LatentActionWorldModel(tiny_config("noisy", mode="frozen")).eval()
+    clips = moving_square_clips()
+    with torch.no_grad():
+        from_frames = model(clips)["loss"]
+        features = model.encoder(normalize_frames(clips))
+        from_features = model(features=features)["loss"]
+    assert torch.allclose(from_frames, from_features, atol=1e-6)
+    ema = LatentActionWorldModel(tiny_config("noisy", mode="ema"))
+    with pytest.raises(ValueError, match="frozen"):
+        ema(features=features)
+
+
+def _source_encoder(tubelet=1):
+    torch.manual_seed(3)
+    config = EncoderConfig(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, tubelet=tubelet)
+    return FrameEncoder(config), config
+
+
+def test_timm_state_dict_loads_and_reproduces_outputs(tmp_path):
+    source, config = _source_encoder()
+    path = tmp_path / "timm.pth"
+    torch.save({"module." + k: v for k, v in source.vit.state_dict().items()}, path)
+    loaded = FrameEncoder(EncoderConfig(**{**config.__dict__, "checkpoint": str(path)}))
+    frames = torch.randn(2, 3, 3, 32, 32)
+    assert torch.allclose(loaded(frames), source(frames), atol=1e-6)
+
+
+def test_vjepa2_layout_with_3d_patch_embedding(tmp_path):
+    source, config = _source_encoder(tubelet=2)
+    state = source.vit.state_dict()
+    weight = rearrange(state.pop("patch_embed.proj.weight"), "d (c t) h w -> d c t h w", t=2)  # Conv3d layout
+    state.pop("pos_embed")  # V-JEPA 2 uses RoPE: no absolute position table
+    wrapped = {f"module.backbone.{k}": v for k, v in state.items()}
+    wrapped["module.backbone.patch_embed.proj.weight"] = weight
+    torch.save({"encoder": {}, "target_encoder": wrapped, "epoch": 3}, tmp_path / "vjepa2.pt")
+    target = FrameEncoder(EncoderConfig(**{**config.__dict__, "checkpoint": str(tmp_path / "vjepa2.pt")}))
+    loaded = target.vit.state_dict()
+    assert torch.equal(loaded["patch_embed.proj.weight"], source.vit.state_dict()["patch_embed.proj.weight"])
+    assert torch.equal(loaded["blocks.1.mlp.fc2.weight"], state["blocks.1.mlp.fc2.weight"])
+
+
+def test_dinov2_layout_with_class_token_chunked_blocks_and_resized_positions(tmp_path):
+    import timm
+
+    torch.manual_seed(4)
+    dino = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, embed_dim=64, depth=2,
+                             num_heads=2, num_classes=0)
+    state = {}
+    for k, v in dino.state_dict().items():
+        k = k.replace("blocks.", "blocks.0.", 1) if k.startswith("blocks.") else k  # FSDP-chunked blocks
+        state["backbone." + k] = v
+    torch.save({"teacher": state}, tmp_path / "dino.pth")
+    config = EncoderConfig(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2,
+                           model_kwargs={"init_values": 1e-5}, checkpoint=str(tmp_path / "dino.pth"))
+    encoder = FrameEncoder(config)
+    loaded = encoder.vit.state_dict()
+    assert torch.equal(loaded["blocks.1.attn.qkv.weight"], dino.state_dict()["blocks.1.attn.qkv.weight"])
+    assert torch.equal(loaded["blocks.0.ls1.gamma"], dino.state_dict()["blocks.0.ls1.gamma"])
+    assert loaded["pos_embed"].shape == (1, 16, 64)  # 4x4 grid resampled from 4x4 + class token
+    assert encoder(torch.randn(1, 1, 3, 32, 32)).shape == (1, 1, 16, 64)
+
+
+def test_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
+    source, config = _source_encoder()
+    torch.save(source.vit.state_dict(), tmp_path / "w.pth")
+    with pytest.raises(CheckpointError, match="depth"):
+        FrameEncoder(EncoderConfig(**{**config.__dict__, "depth": 3, "checkpoint": str(tmp_path / "w.pth")}))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        FrameEncoder(EncoderConfig(**{**config.__dict__, "embed_dim": 32, "checkpoint": str(tmp_path / "w.pth")}))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        FrameEncoder(EncoderConfig(**{**config.__dict__, "checkpoint": str(tmp_path / "missing.pth")}))
+
+
+def test_bad_model_config_names_the_key():
+    with pytest.raises(ConfigError, match="latent.family"):
+        from_dict(ModelConfig, {"latent": {"family": "gaussian"}})
+    with pytest.raises(ConfigError, match="encoder.tubelet"):
+        from_dict(ModelConfig, {"encoder": {"tubelet": 3}})
+    with pytest.raises(ConfigError, match="unknown config key 'predictor.width'"):
+        from_dict(ModelConfig, {"predictor": {"width": 3}})
+
+
+def test_paper_scale_instantiates_without_running():
+    config = from_dict(ModelConfig, {
+        "encoder": {"name": "vit_large_patch16_224", "img_size": 256, "patch_size": 16, "embed_dim": 1024,
+                    "depth": 24, "num_heads": 16, "tubelet": 2, "mode": "frozen"},
+        "idm": {"dim": 1024, "depth": 4, "num_heads": 16},
+        "predictor": {"dim": 1024, "depth": 24, "num_heads": 16},
+        "latent": {"family": "noisy", "dim": 128},
+    })
+    with torch.device("meta"):
+        model = LatentActionWorldModel(config)
+    counts = model.parameter_count()
+    assert 290e6 < counts["encoder"] < 320e6  # ViT-L
+    assert counts["predictor"] > 300e6  # ViT-L-sized, plus AdaLN modulation
+    assert model.encoder.num_tokens == 256
