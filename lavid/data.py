@@ -82,6 +82,8 @@ class ClipDataset(Dataset):
     Args:
         root: dataset folder made by ``data_prep/videos.py`` or ``data_prep/dmc.py``.
         backend: video decoder for clip indexes (``"auto"``: decord, falling back to PyAV).
+        columns: per-step columns to return besides the frames (default: all; ``[]``: frames only).
+        max_frames: return only the first ``max_frames`` frames of each clip.
         max_retries: a clip that cannot be decoded is reported and replaced by the next clip; give up
             after this many consecutive failures.
 
@@ -91,9 +93,12 @@ class ClipDataset(Dataset):
         plus, for trajectories, each per-step column (``action [T, A]``, ``reward [T]``, ...).
     """
 
-    def __init__(self, root: str | os.PathLike, backend: str = "auto", max_retries: int = 16) -> None:
+    def __init__(self, root: str | os.PathLike, backend: str = "auto", max_retries: int = 16,
+                 columns: list[str] | None = None, max_frames: int | None = None) -> None:
         import datasets
 
+        self.columns = columns
+        self.max_frames = max_frames
         self.root = Path(root)
         self.meta = open_meta(self.root)
         self.backend = backend
@@ -116,7 +121,8 @@ class ClipDataset(Dataset):
     def step_columns(self) -> list[str]:
         if self.steps is None:
             return []
-        return [c for c in self.steps.column_names if c not in STEP_COLUMNS_SKIPPED]
+        available = [c for c in self.steps.column_names if c not in STEP_COLUMNS_SKIPPED]
+        return available if self.columns is None else [c for c in available if c in self.columns]
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -124,6 +130,10 @@ class ClipDataset(Dataset):
     def _load(self, index: int) -> dict[str, Any]:
         clip = self.clips[index]
         episode, start, length = int(clip["episode"]), int(clip["start_frame"]), int(clip["num_frames"])
+        if self.max_frames is not None:
+            if length < self.max_frames:
+                raise ValueError(f"clips of {self.root} have {length} frames, fewer than the {self.max_frames} asked")
+            length = self.max_frames
         item: dict[str, Any] = {"index": index, "episode": episode, "start_frame": start}
         if self.steps is not None:
             row = int(self.first_row[episode]) + start
@@ -165,6 +175,8 @@ class ClipSampler(Sampler[int]):
         shuffle: permute (else keep order).
         num_replicas, rank: this process's share (from ``accelerate``'s state).
         start: skip this many of this process's indices in the current epoch (resume).
+        weights: per-item sampling weights; each epoch then draws ``num_items`` items with replacement
+            (a weighted mix of datasets) instead of a permutation.
     """
 
     def __init__(
@@ -175,6 +187,7 @@ class ClipSampler(Sampler[int]):
         num_replicas: int = 1,
         rank: int = 0,
         start: int = 0,
+        weights: torch.Tensor | None = None,
     ) -> None:
         if num_items <= 0:
             raise ValueError("cannot sample from an empty dataset")
@@ -183,6 +196,9 @@ class ClipSampler(Sampler[int]):
         self.num_items, self.seed, self.shuffle = num_items, seed, shuffle
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch, self.start = 0, start
+        self.weights = weights
+        if weights is not None and len(weights) != num_items:
+            raise ValueError(f"{len(weights)} weights for {num_items} items")
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
@@ -192,8 +208,10 @@ class ClipSampler(Sampler[int]):
         return math.ceil(self.num_items / self.num_replicas)
 
     def indices(self) -> list[int]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.num_items, replacement=True, generator=generator).tolist()
+        elif self.shuffle:
             order = torch.randperm(self.num_items, generator=generator).tolist()
         else:
             order = list(range(self.num_items))
@@ -226,13 +244,20 @@ def make_loader(
     rank: int = 0,
     drop_last: bool = True,
     prefetch_factor: int = 4,
+    weights: torch.Tensor | None = None,
+    epoch: int = 0,
+    start: int = 0,
 ) -> DataLoader:
     """A deterministic DataLoader over ``dataset``, sharded for process ``rank`` of ``num_replicas``.
+
+    ``epoch`` and ``start`` (items of this process already consumed in that epoch) resume a position.
 
     Returns:
         A loader whose ``sampler`` is a :class:`ClipSampler` (call ``loader.sampler.set_epoch``).
     """
-    sampler = ClipSampler(len(dataset), seed=seed, shuffle=shuffle, num_replicas=num_replicas, rank=rank)
+    sampler = ClipSampler(len(dataset), seed=seed, shuffle=shuffle, num_replicas=num_replicas, rank=rank,
+                          weights=weights)
+    sampler.set_epoch(epoch, start)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
@@ -245,3 +270,48 @@ def make_loader(
         persistent_workers=num_workers > 0,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
     )
+
+
+def is_heldout(source: str, fraction: float) -> bool:
+    """Whether the episode/video ``source`` belongs to the held-out split (a stable hash of its name)."""
+    import zlib
+
+    return fraction > 0 and (zlib.crc32(source.encode("utf-8", "surrogateescape")) % 10_000) < fraction * 10_000
+
+
+def split_by_episode(sources: list[str], fraction: float) -> tuple[list[int], list[int]]:
+    """Indices of clips for training and held out, so that no episode has clips on both sides.
+
+    If the hash puts every episode on one side, the last episode is moved across so both are non-empty.
+    """
+    held = [is_heldout(source, fraction) for source in sources]
+    if fraction > 0 and (all(held) or not any(held)) and len(set(sources)) > 1:
+        last = sources[-1]
+        held = [(source == last) for source in sources]
+    train = [i for i, h in enumerate(held) if not h]
+    heldout = [i for i, h in enumerate(held) if h]
+    return train, heldout
+
+
+class FeatureDataset(Dataset):
+    """Clips of cached encoder features (``data_prep/encode.py``): items ``{"features": [S, N, D]}``."""
+
+    def __init__(self, root: str | os.PathLike, max_steps: int | None = None) -> None:
+        import datasets
+
+        self.root = Path(root)
+        self.meta = open_meta(self.root)
+        if self.meta.get("kind") != "features":
+            raise DatasetFormatError(f"{root} is not a feature cache (kind={self.meta.get('kind')})")
+        self.table = datasets.load_from_disk(str(self.root / "clips"))
+        self.max_steps = max_steps
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rows = read_rows(self.table, index, 1, ["features"])
+        features = torch.from_numpy(np.array(rows["features"][0], dtype=np.float32))
+        if self.max_steps is not None:
+            features = features[: self.max_steps]
+        return {"features": features, "index": index}

@@ -1,0 +1,48 @@
+"""Encode a dataset's clips once with the (frozen) encoder of a training config.
+
+Usage:
+    python data_prep/encode.py --config configs/tiny.yaml --out data/mix-features model.encoder.mode=frozen
+    python lavid/train.py model.encoder.mode=frozen data.features=data/mix-features
+
+The encoder is initialized exactly as lavid/train.py does (same seed, checkpoint and sizes); training
+refuses a cache whose encoder fingerprint differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lavid.cli import fail, setup_logging  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"))
+    parser.add_argument("--out", required=True, help="output folder of the feature cache")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the training config")
+    args = parser.parse_args(argv)
+    setup_logging()
+    from lavid.config import ConfigError, load_config
+    from lavid.data import DatasetFormatError
+    from lavid.feature_cache import build_feature_cache
+    from lavid.store import StoreError
+    from lavid.train_config import TrainConfig
+
+    try:
+        config = load_config(TrainConfig, args.config, args.overrides)
+        meta = build_feature_cache(config, args.out, args.batch_size, args.device, progress=not args.no_progress)
+    except (ConfigError, DatasetFormatError, StoreError, ValueError) as error:
+        return fail(error)
+    print(f"encoded {meta['counts']['clips']} clips -> {args.out} (features {meta['shape']}, encoder {meta['encoder']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

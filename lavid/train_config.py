@@ -1,0 +1,142 @@
+"""The training run's typed config (``configs/*.yaml`` + ``key=value`` overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lavid.config import ConfigError, check
+from lavid.world_model import ModelConfig
+
+DEFAULT_DATA = "data/mix"
+"""The embedded default: built with ``data_prep/dmc.py --preset mix`` on first use when missing."""
+
+
+@dataclass
+class DataConfig:
+    """Attributes:
+        data: one dataset folder, or a weighted mix ``path:weight,path:weight`` (videos and simulator
+            clips alike). Weights are relative sampling rates (default 1 each).
+        features: a feature cache made by ``data_prep/encode.py`` to train from instead of frames
+            (frozen encoder only).
+        frames: frames per training clip (the first ``frames`` of each stored clip).
+        holdout_fraction: share of episodes (videos) held out for evaluation, chosen by a hash of the
+            episode so train and held-out clips never share a video.
+        num_workers: DataLoader workers per process.
+        build_default: build the default dataset when ``data`` is the default and missing.
+    """
+
+    data: str = DEFAULT_DATA
+    features: str | None = None
+    frames: int = 8
+    holdout_fraction: float = 0.1
+    num_workers: int = 2
+    build_default: bool = True
+
+    def validate(self, prefix: str = "") -> None:
+        key = (prefix + ".") if prefix else ""
+        check(self.frames >= 2, f"{key}frames", f"needs at least 2 frames, got {self.frames}")
+        check(0.0 <= self.holdout_fraction < 1.0, f"{key}holdout_fraction", "must be in [0, 1)")
+        check(self.num_workers >= 0, f"{key}num_workers", "must be >= 0")
+        self.sources()  # parse errors surface now
+
+    def sources(self) -> list[tuple[str, float]]:
+        """``[(path, weight)]`` parsed from ``data``."""
+        parts = [p.strip() for p in self.data.split(",") if p.strip()]
+        if not parts:
+            raise ConfigError("data.data: no dataset given")
+        sources = []
+        for part in parts:
+            path, weight = part, 1.0
+            head, sep, tail = part.rpartition(":")
+            if sep and head:
+                try:
+                    path, weight = head, float(tail)
+                except ValueError:
+                    path, weight = part, 1.0
+            if weight <= 0:
+                raise ConfigError(f"data.data: weight of {path} must be > 0, got {weight}")
+            sources.append((path, weight))
+        return sources
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay (the paper's settings at paper scale).
+
+    Attributes:
+        batch_size: clips per process per micro-batch; the global batch is
+            ``batch_size × processes × grad_accum``.
+    """
+
+    lr: float = 6.25e-4
+    min_lr_ratio: float = 0.0
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.04
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 1
+
+    def validate(self, prefix: str = "") -> None:
+        key = (prefix + ".") if prefix else ""
+        check(self.lr > 0, f"{key}lr", f"must be > 0, got {self.lr}")
+        check(0 <= self.warmup_fraction < 1, f"{key}warmup_fraction", "must be in [0, 1)")
+        check(0 <= self.min_lr_ratio <= 1, f"{key}min_lr_ratio", "must be in [0, 1]")
+        check(self.weight_decay >= 0, f"{key}weight_decay", "must be >= 0")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{key}betas", "needs two values in [0, 1)")
+        check(self.grad_clip >= 0, f"{key}grad_clip", "must be >= 0 (0 disables clipping)")
+        check(self.batch_size >= 1, f"{key}batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.grad_accum >= 1, f"{key}grad_accum", f"must be >= 1, got {self.grad_accum}")
+
+
+@dataclass
+class TrainConfig:
+    """A training run. ``steps`` and ``out_dir`` exist in every config.
+
+    Attributes:
+        steps: optimizer steps.
+        out_dir: where the resolved config, checkpoints, TensorBoard logs and ``metrics.jsonl`` go.
+        resume: continue from the latest checkpoint in ``out_dir`` (model, optimizer, scheduler, RNG and
+            data position).
+        mixed_precision: ``auto`` (bf16 on CUDA, none on CPU), ``no``, ``bf16`` or ``fp16``.
+        log_every, eval_every, checkpoint_every: in optimizer steps (0 disables eval / periodic saves).
+        eval_batches: held-out batches per evaluation.
+        rollout_horizon: steps predicted autoregressively in the rollout evaluation.
+        keep_checkpoints: how many recent checkpoints to keep.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    steps: int = 250
+    out_dir: str = "runs/tiny"
+    seed: int = 0
+    resume: bool = False
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 4
+    rollout_horizon: int = 3
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+    def validate(self, prefix: str = "") -> None:
+        check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        check(bool(self.out_dir), "out_dir", "must not be empty")
+        check(self.log_every >= 1, "log_every", "must be >= 1")
+        check(self.eval_every >= 0, "eval_every", "must be >= 0")
+        check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        check(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        check(self.eval_batches >= 1, "eval_batches", "must be >= 1")
+        steps = self.data.frames // self.model.encoder.tubelet
+        check(self.data.frames % self.model.encoder.tubelet == 0, "data.frames",
+              f"{self.data.frames} frames are not whole tubelets of {self.model.encoder.tubelet}")
+        check(steps <= self.model.predictor.max_steps + 1, "data.frames",
+              f"{steps} steps exceed model.predictor.max_steps={self.model.predictor.max_steps}")
+        check(1 <= self.rollout_horizon <= steps - 1, "rollout_horizon",
+              f"must be in [1, {steps - 1}] for clips of {steps} steps")
+        if self.data.features is not None:
+            check(self.model.encoder.mode == "frozen", "data.features",
+                  "a feature cache needs model.encoder.mode=frozen (a finetuned encoder changes its features)")
