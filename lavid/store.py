@@ -37,6 +37,22 @@ TABLES = ("clips", "episodes", "steps")
 WORK_DIR = ".work"
 
 
+def clip_features():
+    """``datasets.Features`` of the ``clips`` table, shared by videos and trajectories."""
+    import datasets
+
+    return datasets.Features(
+        {
+            "source": datasets.Value("string"),
+            "episode": datasets.Value("int64"),
+            "start_frame": datasets.Value("int64"),
+            "start": datasets.Value("float64"),
+            "fps": datasets.Value("float32"),
+            "num_frames": datasets.Value("int32"),
+        }
+    )
+
+
 class StoreError(Exception):
     """The output folder cannot be used as asked (unwritable, built with other parameters, ...)."""
 

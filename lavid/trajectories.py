@@ -19,7 +19,7 @@ import numpy as np
 
 from lavid.policies import check_policy_name, make_policy
 from lavid.sim import SimEnv, check_task, ensure_renderer
-from lavid.store import ChunkedWriter, ItemResult, prepare_output, read_meta
+from lavid.store import ChunkedWriter, ItemResult, clip_features, prepare_output, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +167,7 @@ def features(config: TrajectoryConfig, layout: Layout) -> dict[str, Any]:
         steps["pinch"] = vector("float32", 3)
         steps["target"] = vector("float32", 3)
     return {
-        "clips": datasets.Features(
-            {
-                "source": value("string"),
-                "episode": value("int64"),
-                "start_frame": value("int64"),
-                "start": value("float64"),
-                "fps": value("float32"),
-                "num_frames": value("int32"),
-            }
-        ),
+        "clips": clip_features(),
         "episodes": datasets.Features(
             {
                 "source": value("string"),

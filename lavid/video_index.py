@@ -15,7 +15,15 @@ from functools import partial
 from typing import Any
 
 from lavid.sources import list_sources, read_source
-from lavid.store import ChunkedWriter, ItemResult, StoreError, fingerprint_sources, prepare_output, read_meta
+from lavid.store import (
+    ChunkedWriter,
+    ItemResult,
+    StoreError,
+    clip_features,
+    fingerprint_sources,
+    prepare_output,
+    read_meta,
+)
 from lavid.video import VideoError, decode_clip, probe
 
 log = logging.getLogger(__name__)
@@ -60,16 +68,7 @@ def features(config: VideoIndexConfig) -> dict[str, Any]:
 
     value = datasets.Value
     tables = {
-        "clips": datasets.Features(
-            {
-                "source": value("string"),
-                "episode": value("int64"),
-                "start_frame": value("int64"),
-                "start": value("float64"),
-                "fps": value("float32"),
-                "num_frames": value("int32"),
-            }
-        ),
+        "clips": clip_features(),
         "episodes": datasets.Features(
             {
                 "source": value("string"),
