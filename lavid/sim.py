@@ -26,8 +26,19 @@ class SimError(Exception):
 
 
 def _default_gl() -> None:
-    """dm_control chooses its GL backend when first imported: make it headless EGL unless told otherwise."""
+    """Prepare a process for MuJoCo rendering; call before dm_control is first imported.
+
+    dm_control chooses its GL backend when first imported: make it headless EGL unless told otherwise.
+    Mesa's software renderer and triton (pulled in by torch's compiler stack, e.g. when timm imports
+    torchvision) each bundle LLVM: importing triton after a GL context exists segfaults, while the other
+    order works (torch 2.14 + Mesa llvmpipe). So triton, when installed, is loaded first.
+    """
     os.environ.setdefault("MUJOCO_GL", "egl")
+    if "triton" not in sys.modules:
+        import importlib.util
+
+        if importlib.util.find_spec("triton") is not None:
+            import triton  # noqa: F401
 
 
 def suite_tasks() -> list[str]:

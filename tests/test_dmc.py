@@ -186,3 +186,16 @@ def test_checkpoint_policy_runs_a_torchscript_agent(tmp_path):
         make_policy(f"checkpoint:{tmp_path / 'missing.pt'}", 5, env.action_low, env.action_high)
     with pytest.raises(SimError, match="valid tasks"):
         SimEnv("nope-nope", 0)
+
+
+def test_rendering_then_building_a_model_in_one_process_does_not_crash():
+    # Regression: importing triton (timm -> torchvision -> torch._dynamo) after Mesa made a GL context
+    # segfaulted the whole test run; planning will render and run models in one process.
+    code = (
+        "from lavid.sim import SimEnv\n"
+        "env = SimEnv('cartpole-swingup', 0, 16); env.reset(); env.render()\n"
+        "from lavid.world_model import LatentActionWorldModel, ModelConfig\n"
+        "LatentActionWorldModel(ModelConfig()); print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
