@@ -287,3 +287,26 @@ def test_paper_scale_instantiates_without_running():
     assert 290e6 < counts["encoder"] < 320e6  # ViT-L
     assert counts["predictor"] > 300e6  # ViT-L-sized, plus AdaLN modulation
     assert model.encoder.num_tokens == 256
+
+
+def test_mae_pretraining_lowers_reconstruction_loss_and_saves_a_loadable_encoder(tmp_path):
+    from lavid.mae import MAEConfig, MaskedAutoencoder
+
+    torch.manual_seed(0)
+    config = EncoderConfig(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
+    encoder = FrameEncoder(config)
+    mae = MaskedAutoencoder(encoder, MAEConfig(decoder_dim=32, decoder_depth=1, decoder_heads=2))
+    optimizer = torch.optim.AdamW(mae.parameters(), lr=2e-3)
+    clips, generator = moving_square_clips(batch=4, frames=4), torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(30):
+        loss = mae(clips, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+    torch.save(encoder.vit.state_dict(), tmp_path / "mae.pth")
+    loaded = FrameEncoder(EncoderConfig(**{**config.__dict__, "checkpoint": str(tmp_path / "mae.pth")}))
+    frames = normalize_frames(clips[:1])
+    assert torch.allclose(loaded(frames), encoder(frames), atol=1e-6)

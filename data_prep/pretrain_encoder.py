@@ -1,0 +1,51 @@
+"""MAE-pretrain the frame encoder of a training config on its data, for a meaningful encoder offline.
+
+Usage:
+    python data_prep/pretrain_encoder.py --out checkpoints/mae_tiny.pth [--steps 300] [key=value ...]
+    accelerate launch lavid/train.py model.encoder.checkpoint=checkpoints/mae_tiny.pth model.encoder.mode=frozen
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lavid.cli import fail, setup_logging  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"))
+    parser.add_argument("--out", required=True, help="where to save the encoder (timm state dict)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--mask-ratio", type=float, default=0.75)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the training config")
+    args = parser.parse_args(argv)
+    setup_logging()
+    from lavid.config import ConfigError, from_dict, load_config
+    from lavid.data import DatasetFormatError
+    from lavid.mae import MAEConfig, pretrain_encoder
+    from lavid.train_config import TrainConfig
+    from lavid.training_data import ensure_default_data
+
+    try:
+        config = load_config(TrainConfig, args.config, args.overrides)
+        mae = from_dict(MAEConfig, {"steps": args.steps, "mask_ratio": args.mask_ratio, "lr": args.lr,
+                                    "batch_size": args.batch_size})
+        ensure_default_data(config.data)
+        summary = pretrain_encoder(config, mae, args.out, progress=not args.no_progress)
+    except (ConfigError, DatasetFormatError, ValueError) as error:
+        return fail(error)
+    print(f"MAE loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f} over {summary['steps']} steps; "
+          f"encoder saved to {summary['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
