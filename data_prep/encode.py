@@ -16,17 +16,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.cli import fail, setup_logging  # noqa: E402
+from lavid.cli import add_config_arguments, fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"))
     parser.add_argument("--out", required=True, help="output folder of the feature cache")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides of the training config")
+    add_config_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
     from lavid.config import ConfigError, load_config

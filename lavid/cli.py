@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -16,3 +20,9 @@ def fail(error: BaseException, code: int = 2) -> int:
     """Print ``error`` as one clear line on stderr (no traceback) and return the exit code."""
     print(f"error: {error}", file=sys.stderr)
     return code
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` (default configs/tiny.yaml) and trailing ``key=value`` overrides of a training config."""
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default configs/tiny.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 model.latent.beta=1e-3")

@@ -19,15 +19,12 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lavid.cli import fail, setup_logging  # noqa: E402
-
-DEFAULT_CONFIG = REPO / "configs" / "tiny.yaml"
+from lavid.cli import add_config_arguments, fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default configs/tiny.yaml)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 model.latent.beta=1e-3")
+    add_config_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
 
