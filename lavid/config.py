@@ -2,6 +2,7 @@
 
 Unknown keys and values of the wrong type or out of range stop before any work, with an error that
 names the dotted key (``model.latent.beta``). Each dataclass checks its own values in ``validate``.
+A section may name one field as its ``SHORTHAND``: ``section=value`` then sets that field.
 """
 
 from __future__ import annotations
@@ -188,10 +189,24 @@ def _deep_update(target: dict[str, Any], update: dict[str, Any]) -> None:
             target[key] = value
 
 
+def _expand_shorthand(cls: type, path: list[str], value: Any) -> list[str]:
+    """``section=value`` -> ``section.<SHORTHAND>=value`` when that section declares a shorthand field."""
+    node: Any = cls
+    for part in path:
+        if not dataclasses.is_dataclass(node):
+            return path
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            return path
+        node = _is_optional(hints[part])[1]
+    shorthand = getattr(node, "SHORTHAND", None) if dataclasses.is_dataclass(node) else None
+    return [*path, shorthand] if shorthand and not isinstance(value, dict) else path
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
     """Load ``cls`` from a YAML file (optional) updated with ``key=value`` overrides."""
     data = load_yaml(path) if path else {}
     for text in overrides:
         key_path, value = parse_override(text)
-        merge_override(data, key_path, value)
+        merge_override(data, _expand_shorthand(cls, key_path, value), value)
     return from_dict(cls, data)

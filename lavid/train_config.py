@@ -24,7 +24,11 @@ class DataConfig:
             episode so train and held-out clips never share a video.
         num_workers: DataLoader workers per process.
         build_default: build the default dataset when ``data`` is the default and missing.
+
+    ``data=PATH`` on the command line is short for ``data.data=PATH``.
     """
+
+    SHORTHAND = "data"
 
     data: str = DEFAULT_DATA
     features: str | None = None

@@ -69,7 +69,7 @@ def test_bad_config_stops_before_work_naming_the_key(tmp_path, override, named):
 
 def test_run_writes_metrics_checkpoints_pictures_and_config(sim_data, tmp_path):
     out = tmp_path / "run"
-    result = run(*TINY, f"data.data={sim_data}", f"out_dir={out}", "steps=6", "eval_every=3", "checkpoint_every=3")
+    result = run(*TINY, f"data={sim_data}", f"out_dir={out}", "steps=6", "eval_every=3", "checkpoint_every=3")
     assert "done: 6 steps" in result.stdout and str(out) in result.stdout
     logged = metrics(out)
     train_rows = [m for m in logged if "loss" in m]
