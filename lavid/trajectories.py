@@ -289,11 +289,11 @@ def build_trajectory_dataset(
     writer = ChunkedWriter(out, params, features(config, layout), chunk_items=chunk_items)
     todo = jobs[writer.items_done :]
     work = partial(rollout, config=config, robot_columns=layout.robot)
-    total_steps = sum(min(j.episode_len or layout.dims[j.task]["max_steps"], layout.dims[j.task]["max_steps"])
-                      for j in jobs)
-    done_steps = sum(min(j.episode_len or layout.dims[j.task]["max_steps"], layout.dims[j.task]["max_steps"])
-                     for j in jobs[: writer.items_done])
-    bar = tqdm(total=total_steps, initial=done_steps, unit="frame", desc="simulating", disable=not progress)
+    def planned(job: EpisodeJob) -> int:  # frames the episode will store (its task may end it sooner)
+        limit = layout.dims[job.task]["max_steps"]
+        return min(job.episode_len or limit, limit)
+
+    bar = tqdm(total=sum(map(planned, jobs)), initial=sum(map(planned, jobs[: writer.items_done])), unit="frame", desc="simulating", disable=not progress)
     pool = None
     if workers == 0:
         results = map(work, todo)
@@ -303,7 +303,7 @@ def build_trajectory_dataset(
     try:
         for job, result in zip(todo, results):
             writer.add(result)
-            bar.update(min(job.episode_len or layout.dims[job.task]["max_steps"], layout.dims[job.task]["max_steps"]))
+            bar.update(planned(job))
             if result.skip:
                 log.warning("skipped %s: %s", result.source, result.skip["detail"])
     finally:
