@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ class ModelConfig:
     idm: IDMConfig = field(default_factory=IDMConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    loss: Literal["l1", "mse"] = "l1"
 
     def validate(self, prefix: str = "") -> None:  # each part validated itself when loaded
         pass
@@ -111,12 +112,14 @@ class LatentActionWorldModel(nn.Module):
             raise ValueError(f"a clip must give at least 2 steps, got {states.shape[1]}")
         latents, latent_loss, stats = self.infer_latents(states, generator)
         predictions = self.predict(states[:, :-1], latents)
-        prediction_loss = (predictions - targets[:, 1:].detach()).abs().mean()
+        error = predictions - targets[:, 1:].detach()
+        prediction_loss = error.abs().mean() if self.config.loss == "l1" else error.pow(2).mean()
         with torch.no_grad():
             copy_error = (states[:, :-1] - targets[:, 1:]).abs().mean()
         return {
             "loss": prediction_loss + latent_loss,
             "prediction_loss": prediction_loss.detach(),
+            "prediction_l1": error.detach().abs().mean(),
             "latent_loss": latent_loss.detach(),
             "copy_baseline": copy_error,
             **{f"latent/{k}": v for k, v in stats.items()},

@@ -310,3 +310,21 @@ def test_mae_pretraining_lowers_reconstruction_loss_and_saves_a_loadable_encoder
     loaded = FrameEncoder(EncoderConfig(**{**config.__dict__, "checkpoint": str(tmp_path / "mae.pth")}))
     frames = normalize_frames(clips[:1])
     assert torch.allclose(loaded(frames), encoder(frames), atol=1e-6)
+
+
+def test_mse_loss_option_squares_the_error_and_still_reports_l1():
+    torch.manual_seed(0)
+    data = {k: dict(v) for k, v in TINY.items()}
+    data["encoder"]["mode"] = "frozen"
+    l1_model = LatentActionWorldModel(from_dict(ModelConfig, data)).eval()
+    mse_model = LatentActionWorldModel(from_dict(ModelConfig, {**data, "loss": "mse"})).eval()
+    mse_model.load_state_dict(l1_model.state_dict())
+    torch.manual_seed(1)
+    clips = moving_square_clips()
+    with torch.no_grad():
+        l1, mse = l1_model(clips), mse_model(clips)
+    assert torch.allclose(l1["prediction_l1"], mse["prediction_l1"]) and torch.allclose(l1["prediction_loss"], l1["prediction_l1"])
+    assert mse["prediction_loss"] >= mse["prediction_l1"] ** 2  # E[e²] >= (E|e|)², equal only if |e| is constant
+    assert not torch.allclose(mse["prediction_loss"], mse["prediction_l1"])
+    with pytest.raises(ConfigError, match="loss"):
+        from_dict(ModelConfig, {**data, "loss": "huber"})
