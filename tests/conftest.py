@@ -93,3 +93,17 @@ def video_dir(tmp_path_factory) -> Path:
 
 GOOD_VIDEOS = ["a_h264.mp4", "b_vp9.webm", "c_mpeg4.avi", "d_h264.mkv", "e_mpeg4.mov"]
 BAD_VIDEOS = {"f_short.mp4": "too short", "g_truncated.mp4": "corrupt", "h_empty.mp4": "empty", "i_text.mp4": "not a video"}
+
+
+@pytest.fixture(scope="session")
+def sim_data(tmp_path_factory) -> Path:
+    """A small real DMControl dataset (cartpole, 6 episodes of 16 frames, 32 px, clips of 4 frames)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path_factory.mktemp("sim") / "cartpole"
+    subprocess.run([sys.executable, str(root / "data_prep" / "dmc.py"), "--task", "cartpole-swingup", "--episodes",
+                    "6", "--episode-len", "16", "--clip-len", "4", "--size", "32", "--workers", "0", "--out", str(out),
+                    "--no-progress"], check=True, capture_output=True, timeout=300)
+    return out

@@ -25,15 +25,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def sim_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train") / "cartpole"
-    subprocess.run([sys.executable, str(ROOT / "data_prep" / "dmc.py"), "--task", "cartpole-swingup", "--episodes",
-                    "6", "--episode-len", "16", "--clip-len", "4", "--size", "32", "--workers", "0", "--out", str(out),
-                    "--no-progress"], check=True, capture_output=True, timeout=300)
-    return out
-
-
 def run(*args, launcher=None, check=True, timeout=600):
     command = [*(launcher or [sys.executable]), str(TRAIN), *map(str, args)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)

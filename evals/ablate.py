@@ -1,0 +1,83 @@
+"""Compare latent-action regularizers over a capacity sweep, on the same data, budget and seed.
+
+    python evals/ablate.py                                   # smoke budget, default data, all families
+    python evals/ablate.py --budget small --families noisy,discrete --out runs/ablate-small
+    python evals/ablate.py --values noisy=1e-3,1e-4 --jobs 2
+    python evals/ablate.py --budget paper --config configs/paper.yaml \
+        --launcher "accelerate launch --multi_gpu --num_processes 8"
+
+Writes results.md, results.csv, results.json and plots/*.png into --out. Rerunning the same command
+finishes an interrupted sweep: finished runs and evals are not redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lavid.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lavid.ablation import BUDGETS, FAMILIES
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/ablate", help="output folder (default runs/ablate)")
+    parser.add_argument("--budget", default="smoke", choices=sorted(BUDGETS),
+                        help="smoke: <= 30 min on 2 CPU cores; small: one GPU; paper: the paper's sweep")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated (default: all)")
+    parser.add_argument("--values", action="append", default=[], metavar="FAMILY=V1,V2",
+                        help="replace a family's swept values, e.g. noisy=1e-3,1e-5 or fsq=8x5,8x5x5x5")
+    for name, what in (("steps", "optimizer steps per run"), ("mae-steps", "encoder MAE pretraining steps"),
+                       ("decoder-steps", "pixel decoder steps"), ("eval-clips", "held-out clips evaluated"),
+                       ("probe-clips", "training clips the probe is fit on")):
+        parser.add_argument(f"--{name}", type=int, help=f"override the budget's {what}")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (default 1)")
+    parser.add_argument("--launcher", default=None,
+                        help='prefix for each training process (default: this python), e.g. "accelerate launch"')
+    parser.add_argument("--lpips-weights", default=None, help="local torchvision AlexNet weights for LPIPS")
+    parser.add_argument("--no-progress", action="store_true")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    import dataclasses
+
+    from lavid.ablation import parse_values, run_sweep
+    from lavid.config import ConfigError
+    from lavid.data import DatasetFormatError
+
+    try:
+        budget = dataclasses.replace(BUDGETS[args.budget], values=dict(BUDGETS[args.budget].values))
+        for item in args.values:
+            family, sep, text = item.partition("=")
+            if not sep:
+                raise ValueError(f"--values {item!r}: expected FAMILY=V1,V2")
+            budget.values[family.strip()] = parse_values(family.strip(), text)
+        for name in ("steps", "mae_steps", "decoder_steps", "eval_clips", "probe_clips"):
+            value = getattr(args, name)
+            if value is not None:
+                if value < (0 if name == "mae_steps" else 1):
+                    raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+                setattr(budget, name, value)
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        families = [f.strip() for f in args.families.split(",") if f.strip()]
+        launcher = shlex.split(args.launcher) if args.launcher else None
+        rows = run_sweep(args.config, args.overrides, args.out, budget, families, jobs=args.jobs, launcher=launcher,
+                         lpips_weights=args.lpips_weights, progress=not args.no_progress)
+    except (ConfigError, DatasetFormatError, ValueError) as error:
+        return fail(error)
+    failed = [r for r in rows if r["status"] != "done"]
+    print(f"{len(rows) - len(failed)} of {len(rows)} runs done; table: {args.out}/results.md, plots: {args.out}/plots/")
+    for row in failed:
+        print(f"  {row['run']}: {row.get('error', row['status'])}")
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

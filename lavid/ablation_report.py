@@ -1,0 +1,111 @@
+"""The ablation's outputs: ``results.md`` (one table, like the paper's), ``results.csv``, ``results.json`` and
+plots (one-step error vs capacity per family, leakage ratios, transfer ratios, probe R²)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+COLUMNS = [  # (key, header, format)
+    ("error/one_step", "one-step", "{:.4f}"),
+    ("error/copy", "copy", "{:.4f}"),
+    ("error/one_step_over_copy", "one-step / copy", "{:.3f}"),
+    ("error/rollout", "rollout", "{:.4f}"),
+    ("leak/ratio", "leakage ratio (cut / no cut)", "{:.2f}"),
+    ("transfer/ratio", "cycle transfer ratio", "{:.3f}"),
+    ("probe/r2_mean", "probe R²", "{:.3f}"),
+    ("pixel/psnr", "PSNR (dB)", "{:.2f}"),
+    ("pixel/ssim", "SSIM", "{:.3f}"),
+    ("pixel/lpips", "LPIPS", "{:.3f}"),
+    ("sample/error_best", "sampled best-of-4", "{:.4f}"),
+    ("sample/spread", "sample spread", "{:.4f}"),
+]
+
+
+def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return fmt.format(value)
+
+
+def write_report(rows: list[dict[str, Any]], out: str | Path, budget_name: str = "") -> dict[str, Path]:
+    """Write the table, CSV, JSON and plots for the sweep's ``rows`` into ``out``; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = [c for c in COLUMNS if any(c[0] in row for row in rows)]
+    lines = [f"# Latent-action ablation{f' ({budget_name} budget)' if budget_name else ''}", "",
+             "Errors are mean L1 in the encoder's representation space on held-out clips (lower is better); "
+             "'copy' predicts no change. Leakage ratio near 1 means the latent leaks the future (paper: "
+             "×2.0–×2.5); transfer ratio near 1 means latents keep their meaning in another video (paper: "
+             "×1.03–×1.34). PSNR/SSIM are of decoded one-step predictions.", "",
+             "| run | family | coefficient | " + " | ".join(h for _, h, _ in columns) + " | status |",
+             "|---|---|---|" + "---|" * len(columns) + "---|"]
+    for row in rows:
+        coefficient = f"{row['coefficient']}={row['value']}" if row.get("coefficient") else "–"
+        status = row["status"] if row["status"] != "failed" else f"failed: {row.get('error', '')}".replace("|", "/")
+        lines.append(f"| {row['run']} | {row['family']} | {coefficient} | "
+                     + " | ".join(_cell(row, k, f) for k, _, f in columns) + f" | {status} |")
+    paths = {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json"}
+    paths["md"].write_text("\n".join(lines) + "\n")
+    paths["json"].write_text(json.dumps(rows, indent=1))
+    keys = ["run", "family", "coefficient", "value", "status", "error"]
+    keys += sorted({k for row in rows for k in row} - set(keys))
+    with open(paths["csv"], "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    paths.update(write_plots(rows, out / "plots"))
+    return paths
+
+
+def write_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    done = [r for r in rows if r["status"] == "done"]
+    paths: dict[str, Path] = {}
+
+    # one-step error vs capacity: each swept family along its own coefficient, baselines as lines
+    swept = sorted({r["family"] for r in done if r.get("coefficient")})
+    figure, axes = plt.subplots(1, max(1, len(swept)), figsize=(4 * max(1, len(swept)), 3.2), squeeze=False)
+    for axis, family in zip(axes[0], swept or [None]):
+        runs = [r for r in done if r["family"] == family]
+        axis.plot(range(len(runs)), [r["error/one_step"] for r in runs], "o-", label=family or "")
+        axis.set_xticks(range(len(runs)), [r["value"] for r in runs], rotation=30, fontsize=7)
+        axis.set_xlabel(runs[0]["coefficient"] if runs else "")
+        for baseline, style in (("none", "--"), ("deterministic", ":")):
+            for r in done:
+                if r["family"] == baseline:
+                    axis.axhline(r["error/one_step"], linestyle=style, color="gray", label=baseline)
+        copies = [r["error/copy"] for r in done]
+        if copies:
+            axis.axhline(sum(copies) / len(copies), linestyle="-.", color="red", linewidth=0.8, label="copy")
+        axis.set_title(family or "no swept family")
+        axis.set_ylabel("held-out one-step error (L1)")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
+    figure.tight_layout()
+    paths["capacity"] = out / "one_step_vs_capacity.png"
+    figure.savefig(paths["capacity"], dpi=120)
+    plt.close(figure)
+
+    for key, name, reference in (("leak/ratio", "leakage_ratio", 1.0), ("transfer/ratio", "transfer_ratio", 1.0),
+                                 ("probe/r2_mean", "probe_r2", 0.0)):
+        runs = [r for r in done if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
+        figure, axis = plt.subplots(figsize=(max(4, 0.5 * len(runs) + 1.5), 3.2))
+        axis.bar(range(len(runs)), [r[key] for r in runs], color="tab:blue")
+        axis.set_xticks(range(len(runs)), [r["run"] for r in runs], rotation=45, ha="right", fontsize=7)
+        axis.axhline(reference, color="gray", linewidth=0.8)
+        axis.set_ylabel(key)
+        figure.tight_layout()
+        paths[name] = out / f"{name}.png"
+        figure.savefig(paths[name], dpi=120)
+        plt.close(figure)
+    return paths
