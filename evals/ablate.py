@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         families = [f.strip() for f in args.families.split(",") if f.strip()]
         launcher = shlex.split(args.launcher) if args.launcher else None
         rows = run_sweep(args.config, args.overrides, args.out, budget, families, jobs=args.jobs, launcher=launcher,
-                         lpips_weights=args.lpips_weights, progress=not args.no_progress)
+                         lpips_weights=args.lpips_weights, progress=not args.no_progress,
+                         budget_name=args.budget)
     except (ConfigError, DatasetFormatError, ValueError) as error:
         return fail(error)
     failed = [r for r in rows if r["status"] != "done"]

@@ -280,7 +280,7 @@ def evaluate_run(spec: RunSpec, paths: SweepPaths, budget: Budget, clips: dict, 
 
 def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, budget: Budget, families: list[str],
               jobs: int = 1, launcher: list[str] | None = None, lpips_weights: str | None = None,
-              progress: bool = True) -> list[dict[str, Any]]:
+              progress: bool = True, budget_name: str = "custom") -> list[dict[str, Any]]:
     """Run (or finish) the whole ablation into ``out``; returns one result row per run."""
     from lavid.config import load_config
     from lavid.image_metrics import load_lpips
@@ -335,5 +335,5 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
         rows.append(row)
     from lavid.ablation_report import write_report
 
-    write_report(rows, paths.out, budget_name=next((k for k, v in BUDGETS.items() if v is budget), "custom"))
+    write_report(rows, paths.out, budget_name=budget_name)
     return rows
