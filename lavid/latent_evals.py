@@ -150,7 +150,11 @@ def probe_metrics(model, train: EvalClips, train_states: torch.Tensor, heldout: 
 @torch.no_grad()
 def evaluate_latents(model, heldout: EvalClips, horizon: int, train: EvalClips | None = None, decoder=None,
                      lpips=None, samples: int = 4, seed: int = 0) -> dict[str, Any]:
-    """All evals of ``model`` on ``heldout`` (``train`` clips are only used to fit the probe)."""
+    """All evals of ``model`` on ``heldout``.
+
+    ``train`` clips (optional) fit the probe and add scene-cut / transfer partners from other videos;
+    they are never scored themselves. ``horizon`` is capped at the clips' steps − 1.
+    """
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     states, targets = encode_clips(model, heldout.frames)
