@@ -232,19 +232,9 @@ def prepare_features(config, paths: SweepPaths, progress: bool) -> None:
 
 def prepare_decoder(model, config, budget: Budget, paths: SweepPaths, progress: bool):
     """The shared pixel decoder for the frozen encoder's features (trained once, then loaded)."""
-    from lavid.decoder import DecoderConfig, DecoderError, load_decoder, save_decoder, train_decoder, training_frames
-    from lavid.feature_cache import encoder_fingerprint
+    from lavid.decoder import load_or_train_decoder
 
-    fingerprint = encoder_fingerprint(model.encoder)
-    if paths.decoder.exists():
-        try:
-            return load_decoder(paths.decoder, fingerprint)
-        except DecoderError as error:
-            log.warning("%s; training a new one", error)
-    decoder, losses = train_decoder(model, training_frames(config, DecoderConfig().batch_size),
-                                    DecoderConfig(steps=budget.decoder_steps), seed=config.seed, progress=progress)
-    save_decoder(decoder, paths.decoder, fingerprint, {"losses": losses})
-    return decoder
+    return load_or_train_decoder(model, config, paths.decoder, budget.decoder_steps, progress)
 
 
 def evaluate_run(spec: RunSpec, paths: SweepPaths, budget: Budget, clips: dict, decoder_factory, lpips,

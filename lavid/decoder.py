@@ -194,28 +194,38 @@ def load_decoder(path: str | os.PathLike, encoder: str, device: str | torch.devi
     return decoder.to(device).eval()
 
 
+def load_or_train_decoder(model, config, path: str | os.PathLike, steps: int, progress: bool = True,
+                          fallbacks: Iterable[Path] = ()) -> PixelDecoder:
+    """The decoder at ``path`` (or the first of ``fallbacks``) if it fits ``model``'s encoder; otherwise
+    one trained on the training frames of ``config`` for ``steps`` and saved at ``path``."""
+    from lavid.feature_cache import encoder_fingerprint
+
+    fingerprint = encoder_fingerprint(model.encoder)
+    device = next(model.parameters()).device
+    for candidate in (Path(path), *fallbacks):
+        if candidate.exists():
+            try:
+                return load_decoder(candidate, fingerprint, device)
+            except DecoderError as error:
+                log.info("%s", error)
+    log.info("no pixel decoder for this encoder yet: training one (%d steps) on the training frames", steps)
+    decoder_config = DecoderConfig(steps=steps)
+    decoder, losses = train_decoder(model, training_frames(config, decoder_config.batch_size), decoder_config,
+                                    seed=config.seed, progress=progress)
+    save_decoder(decoder, path, fingerprint, {"losses": losses})
+    return decoder
+
+
 def decoder_for_run(loaded, path: str | os.PathLike | None = None, steps: int = 600, progress: bool = True):
     """The pixel decoder of a loaded run (:class:`lavid.runs.LoadedRun`).
 
-    Uses ``path`` if given, else ``RUN_DIR/decoder.pt``, else the shared decoder of the ablation sweep the
-    run belongs to; when none fits the run's encoder, trains one on the run's training frames for ``steps``
-    and saves it as ``RUN_DIR/decoder.pt``.
+    Uses ``path`` if given (it must fit), else ``RUN_DIR/decoder.pt``, else the shared decoder of the
+    ablation sweep the run belongs to; when none fits the run's encoder, trains one on the run's training
+    frames for ``steps`` and saves it as ``RUN_DIR/decoder.pt``.
     """
-    from lavid.feature_cache import encoder_fingerprint
-
-    fingerprint = encoder_fingerprint(loaded.model.encoder)
     if path is not None:
-        return load_decoder(path, fingerprint, next(loaded.model.parameters()).device)
-    own = loaded.run_dir / "decoder.pt"
-    for candidate in (own, loaded.run_dir.parent.parent / "decoder.pt"):
-        if candidate.exists():
-            try:
-                return load_decoder(candidate, fingerprint, next(loaded.model.parameters()).device)
-            except DecoderError as error:
-                log.info("%s", error)
-    log.info("no pixel decoder for %s yet: training one (%d steps) on its training frames", loaded.run_dir, steps)
-    decoder_config = DecoderConfig(steps=steps)
-    decoder, losses = train_decoder(loaded.model, training_frames(loaded.config, decoder_config.batch_size),
-                                    decoder_config, seed=loaded.config.seed, progress=progress)
-    save_decoder(decoder, own, fingerprint, {"losses": losses})
-    return decoder
+        from lavid.feature_cache import encoder_fingerprint
+
+        return load_decoder(path, encoder_fingerprint(loaded.model.encoder), next(loaded.model.parameters()).device)
+    return load_or_train_decoder(loaded.model, loaded.config, loaded.run_dir / "decoder.pt", steps, progress,
+                                 fallbacks=[loaded.run_dir.parent.parent / "decoder.pt"])

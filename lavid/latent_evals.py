@@ -37,6 +37,22 @@ def encode_clips(model, frames: torch.Tensor, batch_size: int = 16) -> tuple[tor
     return torch.cat(states), torch.cat(targets)
 
 
+def pair_across_videos(episodes: torch.Tensor, states: torch.Tensor, targets: torch.Tensor,
+                       pool_episodes: torch.Tensor, pool_states: torch.Tensor, pool_targets: torch.Tensor,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...] | None:
+    """Each clip A with a random clip B of another video from the pool; ``None`` if no pair exists.
+
+    Returns:
+        ``(states_a, targets_a, states_b, targets_b)``, each ``[P, S, N, D]``.
+    """
+    partners = leakage.pair_with_other_episodes(episodes, generator, pool_episodes)
+    valid = (partners >= 0).nonzero().flatten()
+    if not len(valid):
+        return None
+    b = partners[valid]
+    return states[valid], targets[valid], pool_states[b], pool_targets[b]
+
+
 @torch.no_grad()
 def scene_pairs(model, config, clips: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Held-out clips A paired with clips B of other videos (held-out or training) for leakage / transfer.
@@ -54,14 +70,14 @@ def scene_pairs(model, config, clips: int, seed: int = 0) -> tuple[torch.Tensor,
 
     heldout = load_split(config, "heldout", clips, seed=seed, actions=False)
     train = load_split(config, "train", clips, seed=seed, actions=False)
-    partners = leakage.pair_with_other_episodes(heldout.episodes, torch.Generator().manual_seed(seed),
-                                                torch.cat([heldout.episodes, train.episodes]))
-    valid = (partners >= 0).nonzero().flatten()
-    if not len(valid):
-        raise ValueError(f"every clip of {config.data} comes from one video: no pair of different scenes")
     states, targets = encode_clips(model, torch.cat([heldout.frames, train.frames]))
-    b = partners[valid]
-    return states[valid], targets[valid], states[b], targets[b]
+    count = len(heldout)
+    pairs = pair_across_videos(heldout.episodes, states[:count], targets[:count],
+                               torch.cat([heldout.episodes, train.episodes]), states, targets,
+                               torch.Generator().manual_seed(seed))
+    if pairs is None:
+        raise ValueError(f"every clip of {config.data} comes from one video: no pair of different scenes")
+    return pairs
 
 
 def _batched(function, *tensors: torch.Tensor, batch_size: int = 16) -> dict[str, torch.Tensor]:
@@ -171,16 +187,13 @@ def evaluate_latents(model, heldout: EvalClips, horizon: int, train: EvalClips |
         train_states, train_targets = encode_clips(model, train.frames)
         pool_states, pool_targets = torch.cat([states, train_states]), torch.cat([targets, train_targets])
         pool_episodes = torch.cat([heldout.episodes, train.episodes])
-    partners = leakage.pair_with_other_episodes(heldout.episodes, generator, pool_episodes)
-    valid = (partners >= 0).nonzero().flatten()
-    if len(valid):
-        a, b = valid, partners[valid]
+    pairs = pair_across_videos(heldout.episodes, states, targets, pool_episodes, pool_states, pool_targets, generator)
+    if pairs is not None:
         cut = steps // 2
-        errors = _batched(lambda sa, ta, sb, tb: leakage.scene_cut_errors(model, sa, ta, sb, tb, cut),
-                          states[a], targets[a], pool_states[b], pool_targets[b])
+        errors = _batched(lambda sa, ta, sb, tb: leakage.scene_cut_errors(model, sa, ta, sb, tb, cut), *pairs)
         results.update(leakage.summarize(errors))
         cycled = _batched(lambda sa, ta, sb: {k: v for k, v in transfer.cycle_transfer(model, sa, ta, sb, horizon).items()
-                                              if k in ("own", "cycle")}, states[a], targets[a], pool_states[b])
+                                              if k in ("own", "cycle")}, *pairs[:3])
         results.update(transfer.summarize(cycled))
     else:
         log.warning("leakage and transfer skipped: every clip comes from one video")
