@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         launcher = shlex.split(args.launcher) if args.launcher else None
         rows = run_sweep(args.config, args.overrides, args.out, budget, families, jobs=args.jobs, launcher=launcher,
                          lpips_weights=args.lpips_weights, progress=not args.no_progress,
-                         budget_name=args.budget)
+                         budget_name=args.budget if budget == BUDGETS[args.budget] else f"{args.budget}, modified")
     except (ConfigError, DatasetFormatError, ValueError) as error:
         return fail(error)
     failed = [r for r in rows if r["status"] != "done"]
