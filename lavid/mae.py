@@ -128,9 +128,12 @@ def pretrain_encoder(train_config, mae_config: MAEConfig, out: str, progress: bo
     generator = torch.Generator().manual_seed(train_config.seed)
     losses, step, epoch = [], 0, 0
     bar = tqdm(total=mae_config.steps, disable=not progress, desc="MAE pretraining", unit="step")
+    batch_size = min(mae_config.batch_size, len(data.train))  # a small dataset still gives full batches
     while step < mae_config.steps:
-        loader = make_loader(data.train, mae_config.batch_size, seed=train_config.seed, epoch=epoch,
+        loader = make_loader(data.train, batch_size, seed=train_config.seed, epoch=epoch,
                              num_workers=train_config.data.num_workers, weights=data.weights)
+        if len(loader) == 0:  # never loop forever on an epoch without a batch
+            raise ValueError(f"the training split of {train_config.data.data} gives no batch of {batch_size} clips")
         for batch in loader:
             loss = model(batch["frames"], generator)
             optimizer.zero_grad(set_to_none=True)

@@ -130,3 +130,13 @@ def test_clear_errors_for_short_videos_missing_checkpoints_and_other_families(tr
 
     result = call(LEAKAGE, "--checkpoint", tmp_path / "nowhere", "--out", tmp_path / "o")
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_mae_stage_with_a_batch_larger_than_the_training_split_finishes(sim_data, tmp_path):
+    """A regression: an epoch with no full batch used to loop forever (the ablate test hung in CI)."""
+    out = tmp_path / "mae.pth"
+    result = subprocess.run([sys.executable, str(ROOT / "data_prep" / "pretrain_encoder.py"), "--out", str(out),
+                             "--steps", "2", "--batch-size", "64", "--no-progress", *TINY, f"data.data={sim_data}"],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.exists()
