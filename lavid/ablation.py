@@ -230,13 +230,6 @@ def prepare_features(config, paths: SweepPaths, progress: bool) -> None:
     build_feature_cache(config, str(paths.features), progress=progress)
 
 
-def prepare_decoder(model, config, budget: Budget, paths: SweepPaths, progress: bool):
-    """The shared pixel decoder for the frozen encoder's features (trained once, then loaded)."""
-    from lavid.decoder import load_or_train_decoder
-
-    return load_or_train_decoder(model, config, paths.decoder, budget.decoder_steps, progress)
-
-
 def evaluate_run(spec: RunSpec, paths: SweepPaths, budget: Budget, clips: dict, decoder_factory, lpips,
                  progress: bool) -> dict[str, Any]:
     """The latent evals of one trained run, cached in ``eval.json`` next to its checkpoint."""
@@ -306,7 +299,9 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
 
     def decoder_factory(model, run_config):
         if "shared" not in decoders:
-            decoders["shared"] = prepare_decoder(model, run_config, budget, paths, progress)
+            from lavid.decoder import load_or_train_decoder
+
+            decoders["shared"] = load_or_train_decoder(model, run_config, paths.decoder, budget.decoder_steps, progress)
         return decoders["shared"]
 
     lpips = load_lpips(lpips_weights)
