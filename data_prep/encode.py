@@ -5,7 +5,9 @@ Usage:
     python lavid/train.py model.encoder.mode=frozen data.features=data/mix-features
 
 The encoder is initialized exactly as lavid/train.py does (same seed, checkpoint and sizes); training
-refuses a cache whose encoder fingerprint differs.
+refuses a cache whose encoder fingerprint differs, or that was made with another data.frame_stride.
+When every dataset has actions, each clip's actions are stored too (padded to one size), so
+model.condition=action can train from the cache.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         meta = build_feature_cache(config, args.out, args.batch_size, args.device, progress=not args.no_progress)
     except (ConfigError, DatasetFormatError, StoreError, ValueError) as error:
         return fail(error)
-    print(f"encoded {meta['counts']['clips']} clips -> {args.out} (features {meta['shape']}, encoder {meta['encoder']})")
+    actions = f", actions of {meta['action_dim']} per frame" if meta["action_dim"] else ""
+    print(f"encoded {meta['counts']['clips']} clips -> {args.out} (features {meta['shape']}{actions}, "
+          f"encoder {meta['encoder']})")
     return 0
 
 

@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             from lavid.transfer_viz import load_input, transfer_rows, write_transfer
 
             frames, size = loaded.config.data.frames, loaded.config.model.encoder.img_size
-            clip_a = torch.from_numpy(load_input(args.video_a, frames, size, args.fps, args.start_a))
-            clip_b = torch.from_numpy(load_input(args.video_b, frames, size, args.fps, args.start_b))
+            stride = loaded.config.data.frame_stride
+            clip_a = torch.from_numpy(load_input(args.video_a, frames, size, args.fps, args.start_a, stride))
+            clip_b = torch.from_numpy(load_input(args.video_b, frames, size, args.fps, args.start_b, stride))
             decoder = decoder_for_run(loaded, args.decoder, args.decoder_steps, progress=not args.no_progress)
             rows, metrics = transfer_rows(loaded.model, decoder, clip_a, clip_b, horizon)
             paths = write_transfer(rows, out, title=f"{Path(args.video_a).name} -> {Path(args.video_b).name} "

@@ -223,9 +223,10 @@ def prepare_features(config, paths: SweepPaths, progress: bool) -> None:
     if meta and meta.get("complete"):
         set_seed(config.seed)
         fingerprint = encoder_fingerprint(LatentActionWorldModel(config.model).encoder)
-        if meta.get("encoder") == fingerprint and meta.get("data") == config.data.data:
+        if (meta.get("encoder") == fingerprint and meta.get("data") == config.data.data
+                and int(meta.get("frame_stride", 1)) == config.data.frame_stride):
             return
-        log.info("feature cache %s was made by another encoder or data; rebuilding it", paths.features)
+        log.info("feature cache %s was made by another encoder, data or frame stride; rebuilding it", paths.features)
         shutil.rmtree(paths.features)
     build_feature_cache(config, str(paths.features), progress=progress)
 

@@ -12,7 +12,8 @@ from typing import Any
 COLUMNS = [  # (key, header, format)
     ("error/one_step", "one-step", "{:.4f}"),
     ("error/copy", "copy", "{:.4f}"),
-    ("error/one_step_over_copy", "one-step / copy", "{:.3f}"),
+    ("error/one_step_over_copy", "ratio (one-step / copy)", "{:.3f}"),
+    ("error/latent_gain", "latent gain (shuffled / own)", "{:.3f}"),
     ("error/rollout", "rollout", "{:.4f}"),
     ("leak/ratio", "leakage ratio (cut / no cut)", "{:.2f}"),
     ("transfer/ratio", "cycle transfer ratio", "{:.3f}"),
@@ -39,7 +40,9 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, budget_name: str =
     columns = [c for c in COLUMNS if any(c[0] in row for row in rows)]
     lines = [f"# Latent-action ablation{f' ({budget_name} budget)' if budget_name else ''}", "",
              "Errors are mean L1 in the encoder's representation space on held-out clips (lower is better); "
-             "'copy' predicts no change. Leakage ratio near 1 means the latent leaks the future (paper: "
+             "'copy' predicts no change (target vs target); ratio below 1 beats it. Latent gain is the error with "
+             "another clip's latents over the error with the clip's own (1.0: the latent is ignored). "
+             "Leakage ratio near 1 means the latent leaks the future (paper: "
              "×2.0–×2.5); transfer ratio near 1 means latents keep their meaning in another video (paper: "
              "×1.03–×1.34). PSNR/SSIM are of decoded one-step predictions.", "",
              "| run | family | coefficient | " + " | ".join(h for _, h, _ in columns) + " | status |",

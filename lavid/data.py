@@ -83,22 +83,33 @@ class ClipDataset(Dataset):
         root: dataset folder made by ``data_prep/videos.py`` or ``data_prep/dmc.py``.
         backend: video decoder for clip indexes (``"auto"``: decord, falling back to PyAV).
         columns: per-step columns to return besides the frames (default: all; ``[]``: frames only).
-        max_frames: return only the first ``max_frames`` frames of each clip.
+        max_frames: return only the first ``max_frames`` (kept) frames of each clip.
         max_retries: a clip that cannot be decoded is reported and replaced by the next clip; give up
             after this many consecutive failures.
+        frame_stride: keep every ``r``-th stored frame; a clip of ``T`` kept frames reads ``T·r`` stored
+            ones. Kept frame ``t``'s ``action`` is the ``r`` stored actions from it up to the next kept
+            frame, concatenated (``[T, r·A]``, see :func:`lavid.actions.stride_actions`); its ``reward``
+            is the sum of their ``r`` rewards; every other column is its value at the kept frame.
+        pad_actions: zero-pad each stored frame's action to this many entries before grouping (tasks of a
+            mix with different action sizes then give one shape: ``[T, r·pad_actions]``).
 
     Items are dicts:
         ``frames``: ``[T, 3, H, W]`` uint8;
         ``index``: the clip's row; ``episode``: its episode; ``start_frame``: its first step;
-        plus, for trajectories, each per-step column (``action [T, A]``, ``reward [T]``, ...).
+        plus, for trajectories, each per-step column (``action [T, r·A]``, ``reward [T]``, ...).
     """
 
     def __init__(self, root: str | os.PathLike, backend: str = "auto", max_retries: int = 16,
-                 columns: list[str] | None = None, max_frames: int | None = None) -> None:
+                 columns: list[str] | None = None, max_frames: int | None = None, frame_stride: int = 1,
+                 pad_actions: int | None = None) -> None:
         import datasets
 
+        if frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
         self.columns = columns
         self.max_frames = max_frames
+        self.frame_stride = frame_stride
+        self.pad_actions = pad_actions
         self.root = Path(root)
         self.meta = open_meta(self.root)
         self.backend = backend
@@ -124,28 +135,67 @@ class ClipDataset(Dataset):
         available = [c for c in self.steps.column_names if c not in STEP_COLUMNS_SKIPPED]
         return available if self.columns is None else [c for c in available if c in self.columns]
 
+    @property
+    def action_dim(self) -> int | None:
+        """The largest action size per stored frame (``None``: no ``action`` column, e.g. videos).
+
+        Read from the per-task sizes in ``lavid.json`` (``task_dims``), else the column's fixed length,
+        else the longest stored action.
+        """
+        if self.steps is None or "action" not in self.steps.column_names:
+            return None
+        dims = [int(d["action"]) for d in (self.meta.get("task_dims") or {}).values() if d.get("action")]
+        if dims:
+            return max(dims)
+        length = getattr(self.steps.features["action"], "length", -1)
+        if length is not None and length > 0:
+            return int(length)
+        import pyarrow.compute as pc
+
+        return int(pc.max(pc.list_value_length(self.steps.data.column("action"))).as_py() or 0)
+
     def __len__(self) -> int:
         return len(self.clips)
 
     def _load(self, index: int) -> dict[str, Any]:
         clip = self.clips[index]
         episode, start, length = int(clip["episode"]), int(clip["start_frame"]), int(clip["num_frames"])
+        stride = self.frame_stride
         if self.max_frames is not None:
-            if length < self.max_frames:
-                raise ValueError(f"clips of {self.root} have {length} frames, fewer than the {self.max_frames} asked")
-            length = self.max_frames
+            if length < self.max_frames * stride:
+                asked = f"{self.max_frames} frames" + (f" at frame stride {stride}" if stride > 1 else "")
+                raise ValueError(f"clips of {self.root} have {length} frames, fewer than the {asked} asked")
+            length = self.max_frames * stride
+        length -= length % stride  # whole strides only: every kept frame carries its r actions
         item: dict[str, Any] = {"index": index, "episode": episode, "start_frame": start}
         if self.steps is not None:
             row = int(self.first_row[episode]) + start
             rows = read_rows(self.steps, row, length, ["frame", *self.step_columns])
             for column, values in rows.items():
                 # copy: the Arrow buffers are read-only memory maps
-                item["frames" if column == "frame" else column] = torch.from_numpy(np.array(values, copy=True))
+                item["frames" if column == "frame" else column] = self._strided(column, torch.from_numpy(
+                    np.array(values, copy=True)))
         else:
             fps = float(clip["fps"]) or None
             frames = decode_clip(read_source(clip["source"]), clip["start"], length, fps, self.size, backend=self.backend)
-            item["frames"] = torch.from_numpy(frames)
+            item["frames"] = torch.from_numpy(np.ascontiguousarray(frames[::stride]))
         return item
+
+    def _strided(self, column: str, values: torch.Tensor) -> torch.Tensor:
+        """One stored column ``[T·r, ...]`` -> per kept frame ``[T, ...]`` (see the class docstring)."""
+        from lavid.actions import pad_actions, stride_actions
+
+        stride = self.frame_stride
+        if column == "action":
+            values = values.reshape(values.shape[0], -1)
+            if self.pad_actions is not None:
+                values = pad_actions(values, self.pad_actions)
+            return stride_actions(values, stride) if stride > 1 else values
+        if stride == 1:
+            return values
+        if column == "reward":
+            return values.reshape(-1, stride, *values.shape[1:]).sum(1)
+        return values[::stride]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         for attempt in range(self.max_retries):
@@ -294,9 +344,19 @@ def split_by_episode(sources: list[str], fraction: float) -> tuple[list[int], li
 
 
 class FeatureDataset(Dataset):
-    """Clips of cached encoder features (``data_prep/encode.py``): items ``{"features": [S, N, D]}``."""
+    """Clips of cached encoder features (``data_prep/encode.py``).
 
-    def __init__(self, root: str | os.PathLike, max_steps: int | None = None) -> None:
+    Args:
+        root: the cache folder.
+        max_steps: return only the first ``max_steps`` steps of each clip.
+        pad_actions: also return the clip's cached actions, each stored frame's action zero-padded to this
+            many entries (the cache must hold actions: ``meta["action_dim"] > 0``).
+
+    Items: ``{"features": [S, N, D] float32, "index": int}`` plus, with ``pad_actions``,
+    ``"actions": [T, r·pad_actions] float32`` (``T = S·k`` kept frames, ``r`` the cache's frame stride).
+    """
+
+    def __init__(self, root: str | os.PathLike, max_steps: int | None = None, pad_actions: int | None = None) -> None:
         import datasets
 
         self.root = Path(root)
@@ -305,13 +365,31 @@ class FeatureDataset(Dataset):
             raise DatasetFormatError(f"{root} is not a feature cache (kind={self.meta.get('kind')})")
         self.table = datasets.load_from_disk(str(self.root / "clips"))
         self.max_steps = max_steps
+        self.pad_actions = pad_actions
+        self.action_dim = int(self.meta.get("action_dim") or 0)
+        self.frame_stride = int(self.meta.get("frame_stride", 1))
+        if pad_actions is not None and not 0 < self.action_dim <= pad_actions:
+            raise DatasetFormatError(f"feature cache {root} holds actions of {self.action_dim} entries per frame, "
+                                     f"which cannot be padded to {pad_actions}")
 
     def __len__(self) -> int:
         return len(self.table)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        rows = read_rows(self.table, index, 1, ["features"])
+        from einops import rearrange
+
+        from lavid.actions import pad_actions
+
+        with_actions = self.pad_actions is not None
+        rows = read_rows(self.table, index, 1, ["features", "actions"] if with_actions else ["features"])
         features = torch.from_numpy(np.array(rows["features"][0], dtype=np.float32))
         if self.max_steps is not None:
             features = features[: self.max_steps]
-        return {"features": features, "index": index}
+        item = {"features": features, "index": index}
+        if with_actions:
+            actions = torch.from_numpy(np.array(rows["actions"][0], dtype=np.float32))  # [T, r*A_cache]
+            actions = rearrange(actions, "t (r a) -> t r a", r=self.frame_stride)
+            actions = rearrange(pad_actions(actions, self.pad_actions), "t r a -> t (r a)")
+            frames_per_step = int(self.meta["frames"]) // int(self.meta["shape"][0])
+            item["actions"] = actions[: features.shape[0] * frames_per_step]
+        return item

@@ -20,7 +20,8 @@ class EvalClips:
         frames: uint8 ``[M, T, 3, H, W]``.
         episodes: ``[M]`` episode id, unique across the mixed datasets (clips of one video share it).
         tasks: per clip, the simulator task (``""`` for videos).
-        actions: per clip, float ``[T, A]`` real actions or ``None`` (videos).
+        actions: per clip, float ``[T, r·A]`` real actions or ``None`` (videos); with a frame stride ``r``
+            each kept frame carries the ``r`` actions up to the next one (tasks keep their own ``A``).
     """
 
     frames: torch.Tensor
@@ -40,7 +41,8 @@ def load_split(config: DataConfig, split: str, max_clips: int, seed: int = 0, ac
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     candidates: list[tuple[ClipDataset, int, int, str]] = []  # (dataset, clip index, episode key, task)
     for offset, (path, _) in enumerate(config.sources()):
-        dataset = ClipDataset(path, columns=["action"] if actions else [], max_frames=config.frames)
+        dataset = ClipDataset(path, columns=["action"] if actions else [], max_frames=config.frames,
+                              frame_stride=config.frame_stride)
         names = [f"{path}::{s}" for s in dataset.clips["source"]]
         train, heldout = split_by_episode(names, config.holdout_fraction)
         chosen = heldout if split == "heldout" else train

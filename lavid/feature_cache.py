@@ -32,7 +32,12 @@ def encoder_fingerprint(encoder: torch.nn.Module) -> str:
 @torch.no_grad()
 def build_feature_cache(config, out: str, batch_size: int = 16, device: str | None = None,
                         progress: bool = True) -> dict[str, Any]:
-    """Encode the first ``config.data.frames`` frames of every clip of ``config.data.data`` into ``out``.
+    """Encode the first ``config.data.frames`` (kept) frames of every clip of ``config.data.data`` into ``out``.
+
+    Rows: ``dataset``, ``source``, ``clip``, ``features [S, N, D]`` and, when every source has actions,
+    ``actions [T, r·A]`` (``r = data.frame_stride``; each stored frame's action zero-padded to ``A``:
+    ``model.action_dim``, or the largest among the sources when it is 0). The meta records ``frame_stride``,
+    ``action_dim`` (0: no actions) and ``without_actions`` (the sources that have none).
 
     Args:
         config: a :class:`lavid.train_config.TrainConfig` with ``model.encoder.mode=frozen``.
@@ -43,45 +48,55 @@ def build_feature_cache(config, out: str, batch_size: int = 16, device: str | No
     from tqdm.auto import tqdm
 
     from lavid.data import ClipDataset
-    from lavid.world_model import LatentActionWorldModel
+    from lavid.encoder import FrameEncoder, normalize_frames
+    from lavid.training_data import source_action_dims
 
     if config.model.encoder.mode != "frozen":
         raise ValueError("model.encoder.mode must be frozen to cache features (a finetuned encoder changes them)")
     out_path = check_writable(out)
-    set_seed(config.seed)  # the same initialization as lavid/train.py
-    model = LatentActionWorldModel(config.model).eval()
+    data = config.data
+    action_dims = source_action_dims(data)
+    without = [path for path, dim in action_dims.items() if dim is None]
+    action_dim = 0 if without else max(config.model.action_dim, *action_dims.values())
+    set_seed(config.seed)  # the same initialization as lavid/train.py (the model builds its encoder first)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    encoder = model.encoder.to(device)
-    steps = config.data.frames // config.model.encoder.tubelet
+    encoder = FrameEncoder(config.model.encoder).eval().to(device)
+    steps = data.frames // config.model.encoder.tubelet
     shape = (steps, encoder.num_tokens, encoder.dim)
-    features = datasets.Features({
+    columns = {
         "dataset": datasets.Value("string"),
         "source": datasets.Value("string"),
         "clip": datasets.Value("int64"),
         "features": datasets.Array3D(shape=shape, dtype="float32"),
-    })
-    from lavid.encoder import normalize_frames
+    }
+    if action_dim:
+        columns["actions"] = datasets.Array2D(shape=(data.frames, data.frame_stride * action_dim), dtype="float32")
 
     def rows():
-        for path, _ in config.data.sources():
-            dataset = ClipDataset(path, columns=[], max_frames=config.data.frames)
+        for path, _ in data.sources():
+            dataset = ClipDataset(path, columns=["action"] if action_dim else [], max_frames=data.frames,
+                                  frame_stride=data.frame_stride, pad_actions=action_dim or None)
             sources = dataset.clips["source"]
-            loader = DataLoader(dataset, batch_size=batch_size, num_workers=config.data.num_workers)
+            loader = DataLoader(dataset, batch_size=batch_size, num_workers=data.num_workers)
             for batch in tqdm(loader, desc=f"encoding {path}", disable=not progress):
                 encoded = encoder(normalize_frames(batch["frames"].to(device))).float().cpu().numpy()
-                for index, tokens in zip(batch["index"].tolist(), encoded):
-                    yield {"dataset": path, "source": sources[index], "clip": index, "features": tokens}
+                for i, (index, tokens) in enumerate(zip(batch["index"].tolist(), encoded)):
+                    row = {"dataset": path, "source": sources[index], "clip": index, "features": tokens}
+                    if action_dim:
+                        row["actions"] = batch["action"][i].float().numpy()
+                    yield row
 
     work = out_path / ".work"
     shutil.rmtree(work, ignore_errors=True)
-    table = datasets.Dataset.from_generator(rows, features=features, cache_dir=str(work))
+    table = datasets.Dataset.from_generator(rows, features=datasets.Features(columns), cache_dir=str(work))
     target = out_path / "clips"
     shutil.rmtree(target, ignore_errors=True)
     table.save_to_disk(str(target))
     del table
     shutil.rmtree(work, ignore_errors=True)
-    meta = {"format": FORMAT, "version": FORMAT_VERSION, "kind": "features", "data": config.data.data,
-            "frames": config.data.frames, "encoder": encoder_fingerprint(model.encoder),
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "kind": "features", "data": data.data,
+            "frames": data.frames, "frame_stride": data.frame_stride, "action_dim": action_dim,
+            "without_actions": without, "encoder": encoder_fingerprint(encoder),
             "shape": list(shape), "counts": {"clips": len(datasets.load_from_disk(str(target)))}, "complete": True}
     (out_path / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta

@@ -16,9 +16,11 @@ from typing import Any
 import torch
 
 from lavid import leakage, transfer
+from lavid.actions import transition_actions
 from lavid.eval_data import EvalClips
+from lavid.evaluation import transition_errors
 from lavid.image_metrics import psnr, ssim
-from lavid.probe import linear_probe, transition_actions
+from lavid.probe import linear_probe
 from lavid.sampling import has_sampler, sample_metrics, sampled_rollouts
 
 log = logging.getLogger(__name__)
@@ -92,18 +94,21 @@ def _batched(function, *tensors: torch.Tensor, batch_size: int = 16) -> dict[str
 
 @torch.no_grad()
 def prediction_errors(model, states: torch.Tensor, targets: torch.Tensor, horizon: int) -> dict[str, float]:
-    """One-step (IDM latents), copy-last-step and rollout errors over clips ``[M, S, N, D]``."""
+    """One-step (IDM latents), copy-last-step (target vs target), shuffled-latent and rollout errors over
+    clips ``[M, S, N, D]``, with the same definitions as training's held-out eval (:mod:`lavid.evaluation`;
+    latents are shuffled within batches of 16 clips)."""
 
     def per_clip(s, t):
         latents = model.infer_latents(s)[0]
-        one_step = (model.predict(s[:, :-1], latents) - t[:, 1:]).abs().flatten(1).mean(-1)
-        copy = (s[:, :-1] - t[:, 1:]).abs().flatten(1).mean(-1)
         rolled = model.rollout(s[:, :1], latents[:, :horizon])
-        return {"one_step": one_step, "copy": copy, "rollout": (rolled - t[:, 1 : 1 + horizon]).abs().flatten(1).mean(-1)}
+        errors = transition_errors(model, s, t, latents)
+        return {"one_step": errors["one_step"], "copy": errors["copy"], "shuffled": errors["shuffled"],
+                "rollout": (rolled - t[:, 1 : 1 + horizon]).abs().flatten(1).mean(-1)}
 
     errors = _batched(per_clip, states, targets)
-    one_step, copy = errors["one_step"].mean().item(), errors["copy"].mean().item()
+    one_step, copy, shuffled = (errors[k].mean().item() for k in ("one_step", "copy", "shuffled"))
     return {"error/one_step": one_step, "error/copy": copy, "error/one_step_over_copy": one_step / copy,
+            "error/shuffled": shuffled, "error/latent_gain": shuffled / one_step,
             "error/rollout": errors["rollout"].mean().item()}
 
 

@@ -71,7 +71,10 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loa
         config = from_dict(TrainConfig, load_yaml(run_dir / "config.yaml"))
     except (ConfigError, OSError) as error:
         raise RunError(f"{run_dir / 'config.yaml'} cannot be read: {error}") from error
-    model = LatentActionWorldModel(config.model)
+    try:  # config.yaml holds the resolved model.action_dim of an action-conditioned run
+        model = LatentActionWorldModel(config.model, frame_stride=config.data.frame_stride)
+    except ValueError as error:
+        raise RunError(f"{run_dir / 'config.yaml'} does not describe a model that can be built: {error}") from error
     try:
         state = load_file(str(checkpoint / WEIGHTS))
     except Exception as error:  # safetensors raises its own types for truncated files
@@ -99,8 +102,10 @@ def check_weights_fit(model: torch.nn.Module, state: dict[str, torch.Tensor], ch
         problems.append(f"{len(unexpected)} unknown tensors (e.g. {unexpected[0]})")
     if shapes:
         problems.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
+    model_config = config.model
+    described = (f"conditioned on actions of {model_config.action_dim} per frame" if model_config.condition == "action"
+                 else f"latent family {model_config.latent.family!r}, dim {model_config.latent.dim}")
     raise RunError(
-        f"checkpoint {checkpoint} does not fit the model of its run's config (latent family "
-        f"{config.model.latent.family!r}, dim {config.model.latent.dim}): {'; '.join(problems)}. "
+        f"checkpoint {checkpoint} does not fit the model of its run's config ({described}): {'; '.join(problems)}. "
         "Was it copied from a run of another family or size?"
     )

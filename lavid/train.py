@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.config import ConfigError, load_config
     from lavid.data import DatasetFormatError
     from lavid.encoder import CheckpointError
+    from lavid.evaluation import condition_verdict
     from lavid.train_config import TrainConfig
     from lavid.trainer import RunExists, train
 
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
               f"final loss {metrics.get('loss', float('nan')):.4f}"
               + (f", held-out one-step error {metrics['eval/one_step']:.4f} (copy baseline "
                  f"{metrics['eval/copy']:.4f})" if "eval/one_step" in metrics else ""))
+        verdict = condition_verdict(metrics, summary["condition"])
+        if verdict:
+            print(verdict)
         print(f"results in {out}/: metrics.jsonl, config.yaml, checkpoints/ (latest: {summary['checkpoint']}), "
               f"rollouts/*.png|gif, tensorboard/ (tensorboard --logdir {out}/tensorboard)")
     return 0

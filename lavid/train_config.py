@@ -19,7 +19,10 @@ class DataConfig:
             clips alike). Weights are relative sampling rates (default 1 each).
         features: a feature cache made by ``data_prep/encode.py`` to train from instead of frames
             (frozen encoder only).
-        frames: frames per training clip (the first ``frames`` of each stored clip).
+        frames: frames per training clip (the first ``frames`` kept frames of each stored clip).
+        frame_stride: keep every ``frame_stride``-th stored frame (a clip then needs
+            ``frames × frame_stride`` stored frames); a kept frame's action is the ``frame_stride`` stored
+            actions up to the next kept frame, concatenated.
         holdout_fraction: share of episodes (videos) held out for evaluation, chosen by a hash of the
             episode so train and held-out clips never share a video.
         num_workers: DataLoader workers per process.
@@ -33,6 +36,7 @@ class DataConfig:
     data: str = DEFAULT_DATA
     features: str | None = None
     frames: int = 8
+    frame_stride: int = 1
     holdout_fraction: float = 0.1
     num_workers: int = 2
     build_default: bool = True
@@ -40,6 +44,7 @@ class DataConfig:
     def validate(self, prefix: str = "") -> None:
         key = (prefix + ".") if prefix else ""
         check(self.frames >= 2, f"{key}frames", f"needs at least 2 frames, got {self.frames}")
+        check(self.frame_stride >= 1, f"{key}frame_stride", f"must be >= 1, got {self.frame_stride}")
         check(0.0 <= self.holdout_fraction < 1.0, f"{key}holdout_fraction", "must be in [0, 1)")
         check(self.num_workers >= 0, f"{key}num_workers", "must be >= 0")
         self.sources()  # parse errors surface now

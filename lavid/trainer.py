@@ -23,7 +23,7 @@ from lavid.config import to_dict
 from lavid.data import make_loader
 from lavid.evaluation import evaluate, rollout_picture
 from lavid.train_config import TrainConfig
-from lavid.training_data import build_training_data, ensure_default_data
+from lavid.training_data import MODEL_INPUTS, build_training_data, ensure_default_data, resolve_action_dim
 from lavid.world_model import LatentActionWorldModel
 
 log = logging.getLogger(__name__)
@@ -130,14 +130,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
     out, checkpoint = _prepare_out_dir(config)
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
         ensure_default_data(config.data)
     accelerator.wait_for_everyone()
+    config = resolve_action_dim(config)  # model.action_dim=0 (auto) -> the data's; config.yaml gets the value
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
     set_seed(config.seed)  # identical initialization on every process
-    data = build_training_data(config.data, config.model.encoder.tubelet)
-    model = LatentActionWorldModel(config.model)
+    actions = config.model.action_dim if config.model.condition == "action" else None
+    data = build_training_data(config.data, config.model.encoder.tubelet, pad_actions=actions)
+    model = LatentActionWorldModel(config.model, frame_stride=config.data.frame_stride)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.optim.weight_decay), lr=config.optim.lr,
                                   betas=tuple(config.optim.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -188,7 +191,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         for batch in loader:
             batch = _to_device(batch, accelerator.device)
             with accelerator.accumulate(model):
-                inputs = {"features": batch["features"]} if data.kind == "features" else {"frames": batch["frames"]}
+                inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
                 result = model(**inputs, generator=generator)
                 accelerator.backward(result["loss"])
                 if accelerator.sync_gradients and config.optim.grad_clip > 0:
@@ -212,14 +215,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 metrics.write(step, reduced)
                 bar.set_postfix(loss=f"{reduced['loss']:.4f}")
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-                values = evaluate(core, eval_batches, config.rollout_horizon)
-                values = {k: accelerator.reduce(torch.tensor(v, device=accelerator.device), "mean").item()
-                          for k, v in values.items()}
+                values = evaluate(core, eval_batches, config.rollout_horizon,
+                                  all_reduce=lambda totals: accelerator.reduce(totals, reduction="sum"))
                 last.update(values)
                 metrics.write(step, values)
                 if main and data.kind == "frames":
                     rollout_picture(core, eval_batches[0]["frames"], config.rollout_horizon,
-                                    out / "rollouts" / f"step_{step:08d}.png")
+                                    out / "rollouts" / f"step_{step:08d}.png", actions=eval_batches[0].get("actions"))
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.steps:
                 save_checkpoint(accelerator, out, step, {"epoch": epoch, "consumed": consumed,
                                                          "config": to_dict(config)}, generator,
@@ -232,4 +234,4 @@ def train(config: TrainConfig) -> dict[str, Any]:
     metrics.close()
     accelerator.wait_for_everyone()
     return {"out_dir": str(out), "step": step, "metrics": last,
-            "checkpoint": str(latest_checkpoint(out)), "processes": world}
+            "checkpoint": str(latest_checkpoint(out)), "processes": world, "condition": config.model.condition}

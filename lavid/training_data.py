@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from lavid.data import ClipDataset, DatasetFormatError, FeatureDataset, split_by_episode
+from lavid.config import ConfigError
+from lavid.data import ClipDataset, DatasetFormatError, FeatureDataset, open_meta, split_by_episode
 from lavid.store import is_complete
-from lavid.train_config import DEFAULT_DATA, DataConfig
+from lavid.train_config import DEFAULT_DATA, DataConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+MODEL_INPUTS = ("frames", "features", "actions")
+"""Keys of a training batch that are keyword inputs of :class:`lavid.world_model.LatentActionWorldModel`."""
+
+
 @dataclass
 class TrainingData:
     """Attributes:
-        train, heldout: datasets yielding ``{"frames": [T, 3, H, W] uint8}`` or ``{"features": [S, N, D]}``.
+        train, heldout: datasets yielding ``{"frames": [T, 3, H, W] uint8}`` or ``{"features": [S, N, D]}``,
+            plus ``"actions": [T, r·A] float32`` when the model is conditioned on actions, and ``"index"``.
         weights: per-item sampling weights of ``train`` (``None``: uniform).
         kind: ``frames`` or ``features``.
     """
@@ -32,6 +40,31 @@ class TrainingData:
     heldout: Dataset
     weights: torch.Tensor | None
     kind: str
+
+
+class ModelInputs(Dataset):
+    """A :class:`ClipDataset`'s items as the model's inputs: ``frames [T, 3, H, W]`` uint8, ``index``, and,
+    when the clips carry them, ``actions [T, r·A]`` float32 (the stored ``action`` column, strided and padded)."""
+
+    def __init__(self, clips: ClipDataset) -> None:
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.clips[index]
+        out = {"frames": item["frames"], "index": item["index"]}
+        if "action" in item:
+            out["actions"] = item["action"].float()
+        return out
+
+
+def no_actions_error(path: str) -> DatasetFormatError:
+    return DatasetFormatError(
+        f"model.condition=action needs the true actions of every clip, but {path} has none (a video dataset?); "
+        "use model.condition=latent, or leave it out of data.data"
+    )
 
 
 def ensure_default_data(config: DataConfig) -> None:
@@ -52,34 +85,111 @@ def _check_source(path: str) -> None:
         )
 
 
-def build_training_data(config: DataConfig, tubelet: int) -> TrainingData:
-    """Open every source, split each by episode into train / held out, and weight the mix."""
+def _cache_without_actions(path: str, meta: dict[str, Any]) -> DatasetFormatError:
+    lacking = meta.get("without_actions") or []
+    if lacking:
+        return DatasetFormatError(f"{no_actions_error(lacking[0])} (feature cache {path} was made from it)")
+    return DatasetFormatError(f"feature cache {path} holds no actions (made before caches stored them?); "
+                              "model.condition=action needs them: rebuild it with data_prep/encode.py")
+
+
+def source_action_dims(config: DataConfig) -> dict[str, int | None]:
+    """Per dataset of ``config.data``: its largest action size per stored frame (``None``: no actions)."""
+    dims = {}
+    for path, _ in config.sources():
+        _check_source(path)
+        dims[path] = ClipDataset(path, columns=[]).action_dim
+    return dims
+
+
+def resolve_action_dim(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``model.action_dim`` resolved when ``model.condition=action`` (unchanged otherwise).
+
+    ``model.action_dim=0`` (auto) becomes the largest action size per frame among the training sources
+    (or the feature cache's); an explicit value must be at least that. Every source must have actions.
+
+    Raises:
+        DatasetFormatError: a source (or the feature cache) without actions.
+        ConfigError: an explicit ``model.action_dim`` smaller than the data's actions.
+    """
+    model = config.model
+    if model.condition != "action":
+        return config
+    if config.data.features:
+        _check_source(config.data.features)
+        meta = open_meta(config.data.features)
+        found = int(meta.get("action_dim") or 0)
+        if not found:
+            raise _cache_without_actions(config.data.features, meta)
+    else:
+        dims = source_action_dims(config.data)
+        for path, dim in dims.items():
+            if dim is None:
+                raise no_actions_error(path)
+        found = max(dims.values())
+    if model.action_dim == 0:
+        return dataclasses.replace(config, model=dataclasses.replace(model, action_dim=found))
+    if model.action_dim < found:
+        raise ConfigError(f"model.action_dim: {model.action_dim} is fewer than the {found} action entries per frame "
+                          "of the data (0 picks it from the data)")
+    return config
+
+
+def build_training_data(config: DataConfig, tubelet: int, pad_actions: int | None = None) -> TrainingData:
+    """Open every source, split each by episode into train / held out, and weight the mix.
+
+    Args:
+        config: the data config (sources, frames, frame stride, feature cache).
+        tubelet: frames per model step.
+        pad_actions: also yield ``actions`` (each frame's action zero-padded to this size), for a model
+            conditioned on actions; ``None`` reads frames (or features) only.
+    """
     sources = config.sources()
     if config.features:
-        return _feature_data(config, sources, tubelet)
+        return _feature_data(config, sources, tubelet, pad_actions)
+    columns = ["action"] if pad_actions is not None else []
     trains, heldouts, weights = [], [], []
     for path, weight in sources:
         _check_source(path)
-        dataset = ClipDataset(path, columns=[], max_frames=config.frames)
+        dataset = ClipDataset(path, columns=columns, max_frames=config.frames, frame_stride=config.frame_stride,
+                              pad_actions=pad_actions)
         if len(dataset) == 0:
             raise DatasetFormatError(f"dataset {path} has no clips")
+        if pad_actions is not None and dataset.action_dim is None:
+            raise no_actions_error(path)
         clip_frames = min(dataset.clips["num_frames"])
-        if clip_frames < config.frames:
-            raise DatasetFormatError(f"clips of {path} have {clip_frames} frames; data.frames={config.frames} needs more")
+        needed = config.frames * config.frame_stride
+        if clip_frames < needed:
+            stride = f" x data.frame_stride={config.frame_stride}" if config.frame_stride > 1 else ""
+            raise DatasetFormatError(f"clips of {path} have {clip_frames} frames; data.frames={config.frames}{stride} "
+                                     f"needs {needed}")
         names = [f"{path}::{s}" for s in dataset.clips["source"]]
         train, heldout = split_by_episode(names, config.holdout_fraction)
         if not train:
             raise DatasetFormatError(f"dataset {path} leaves no training clips after the held-out split")
-        trains.append(Subset(dataset, train))
-        heldouts.append(Subset(dataset, heldout or train[:1]))
+        inputs = ModelInputs(dataset)
+        trains.append(Subset(inputs, train))
+        heldouts.append(Subset(inputs, heldout or train[:1]))
         weights.append(torch.full((len(train),), weight / len(train)))
     uniform = len({w for _, w in sources}) == 1 and len(sources) == 1
     return TrainingData(ConcatDataset(trains), ConcatDataset(heldouts), None if uniform else torch.cat(weights),
                         "frames")
 
 
-def _feature_data(config: DataConfig, sources: list[tuple[str, float]], tubelet: int) -> TrainingData:
-    cache = FeatureDataset(config.features, max_steps=config.frames // tubelet)
+def _feature_data(config: DataConfig, sources: list[tuple[str, float]], tubelet: int,
+                  pad_actions: int | None) -> TrainingData:
+    meta = open_meta(config.features)
+    if meta.get("kind") == "features":  # else FeatureDataset says what it is
+        if int(meta.get("frame_stride", 1)) != config.frame_stride:
+            raise DatasetFormatError(f"feature cache {config.features} was made with frame stride "
+                                     f"{meta.get('frame_stride', 1)}, not data.frame_stride={config.frame_stride}; "
+                                     "rebuild it with data_prep/encode.py")
+        if int(meta.get("frames", config.frames)) < config.frames:
+            raise DatasetFormatError(f"feature cache {config.features} holds clips of {meta['frames']} frames; "
+                                     f"data.frames={config.frames} needs more")
+        if pad_actions is not None and not int(meta.get("action_dim") or 0):
+            raise _cache_without_actions(config.features, meta)
+    cache = FeatureDataset(config.features, max_steps=config.frames // tubelet, pad_actions=pad_actions)
     if cache.meta.get("data") != config.data:
         raise DatasetFormatError(
             f"feature cache {config.features} was made from data={cache.meta.get('data')!r}, not {config.data!r}"

@@ -28,8 +28,12 @@ log = logging.getLogger(__name__)
 ROWS = ("A", "B", "B driven by A", "A, own latents", "A, cycle A->B->A")
 
 
-def load_input(spec: str, frames: int, size: int, fps: float | None, start: float = 0.0) -> np.ndarray:
+def load_input(spec: str, frames: int, size: int, fps: float | None, start: float = 0.0,
+               frame_stride: int = 1) -> np.ndarray:
     """``frames`` frames ``[T, 3, size, size]`` uint8 from a video file or a dataset clip ``DATASET_DIR#INDEX``.
+
+    With ``frame_stride`` r (the run's ``data.frame_stride``) every r-th frame is kept, of ``frames · r``
+    decoded (at ``fps`` for a video file) or stored.
 
     Raises:
         VideoError: unreadable, or too short for ``frames`` frames at ``fps`` from ``start``.
@@ -39,7 +43,7 @@ def load_input(spec: str, frames: int, size: int, fps: float | None, start: floa
     if sep and Path(path).is_dir():
         from lavid.data import ClipDataset
 
-        dataset = ClipDataset(path, columns=[], max_frames=frames)
+        dataset = ClipDataset(path, columns=[], max_frames=frames, frame_stride=frame_stride)
         if not index.isdigit() or int(index) >= len(dataset):
             raise ValueError(f"{spec}: {path} has clips 0..{len(dataset) - 1}")
         item = dataset[int(index)]["frames"].numpy()
@@ -50,11 +54,13 @@ def load_input(spec: str, frames: int, size: int, fps: float | None, start: floa
         raise ValueError(f"{spec} is neither a video file nor DATASET_DIR#CLIP_INDEX")
     info = probe(spec)
     available = info.num_resampled(fps) - (int(start * fps) if fps else int(start))
-    if available < frames:
+    needed = frames * frame_stride
+    if available < needed:
         rate = f" at {fps:g} fps" if fps else ""
+        stride = f" ({frames} frames at frame stride {frame_stride})" if frame_stride > 1 else ""
         raise VideoError("too short", f"{spec} gives {max(0, available)} frames{rate} from {start:g} s; "
-                                      f"the model needs {frames} (lower --fps or --start)")
-    return decode_clip(spec, start, frames, fps, size, info=info)
+                                      f"the model needs {needed}{stride} (lower --fps or --start)")
+    return np.ascontiguousarray(decode_clip(spec, start, needed, fps, size, info=info)[::frame_stride])
 
 
 @torch.no_grad()

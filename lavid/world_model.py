@@ -8,6 +8,10 @@ For a clip of T frames (S = T / k steps):
     ŝ_t+1 = p(s_0..t, z_0..t)                 [B, S-1, N, D]   (teacher forcing, one pass)
     loss = mean |ŝ_t+1 − s_t+1| + L_z
 
+With ``model.condition=action`` the predictor is conditioned on the true actions instead: c_t is the
+actions of the frames step t spans, concatenated (``[B, S-1, k·r·A]`` for a tubelet of k frames, frame
+stride r and A action entries per frame); there is no IDM and no latent loss.
+
 The L1 term is averaged over steps, tokens and channels (the paper sums over steps; that only rescales
 the regularizer coefficients by S − 1). Encoder outputs pass a parameter-free LayerNorm so the loss
 scale does not depend on the encoder.
@@ -23,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lavid.actions import transition_actions
+from lavid.config import check
 from lavid.encoder import EncoderConfig, FrameEncoder, normalize_frames
 from lavid.idm import IDMConfig, InverseDynamics
 from lavid.latents import LatentConfig, make_family
@@ -31,26 +37,47 @@ from lavid.predictor import Predictor, PredictorConfig
 
 @dataclass
 class ModelConfig:
+    """Attributes:
+        encoder, idm, latent, predictor: the parts (each validates itself when loaded).
+        loss: ``l1`` or ``mse`` on the predicted representations.
+        condition: what conditions each predicted step: ``latent`` (the IDM's latent action, regularized by
+            the latent family) or ``action`` (the true actions of the step's frames; no IDM, no latent
+            loss, ``latent`` is ignored).
+        action_dim: entries of one frame's action after zero-padding (``condition=action``); 0 is auto:
+            lavid/train.py sets it to the largest action size among the training sources before it
+            builds the model, and writes the resolved value to the run's ``config.yaml``.
+    """
+
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     idm: IDMConfig = field(default_factory=IDMConfig)
     latent: LatentConfig = field(default_factory=LatentConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     loss: Literal["l1", "mse"] = "l1"
+    condition: Literal["latent", "action"] = "latent"
+    action_dim: int = 0
 
-    def validate(self, prefix: str = "") -> None:  # each part validated itself when loaded
-        pass
+    def validate(self, prefix: str = "") -> None:
+        key = (prefix + ".") if prefix else ""
+        check(self.action_dim >= 0, f"{key}action_dim", f"must be >= 0 (0: from the data), got {self.action_dim}")
 
 
 class LatentActionWorldModel(nn.Module):
-    """Encoder f, inverse dynamics g, latent family, predictor p.
+    """Encoder f, inverse dynamics g, latent family, predictor p (or f and p, conditioned on true actions).
 
     ``forward`` takes uint8 frames ``[B, T, 3, H, W]`` or cached features ``[B, S, N, D]`` (frozen
-    encoder only) and returns a dict with ``loss`` and its terms, plus detached statistics.
+    encoder only), and with ``condition=action`` the per-frame actions ``[B, T, r·A]``; it returns a dict
+    with ``loss`` and its terms, plus detached statistics.
+
+    Args:
+        config: the model config (``action_dim`` resolved, i.e. >= 1, when ``condition=action``).
+        frame_stride: the data's frame stride ``r`` (``data.frame_stride``): each kept frame carries ``r``
+            actions, so an action-conditioned step's condition has ``k·r·action_dim`` entries.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, frame_stride: int = 1) -> None:
         super().__init__()
         self.config = config
+        self.frame_stride = frame_stride
         self.encoder = FrameEncoder(config.encoder)
         self.frozen = config.encoder.mode == "frozen"
         if self.frozen:
@@ -58,10 +85,19 @@ class LatentActionWorldModel(nn.Module):
             self.target_encoder = None
         else:
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.family = make_family(config.latent)
         tokens, dim = self.encoder.num_tokens, self.encoder.dim
-        self.idm = InverseDynamics(config.idm, dim, tokens, self.family.raw_dim) if self.family.uses_idm else None
-        self.predictor = Predictor(config.predictor, dim, tokens, cond_dim=self.family.dim)
+        self.action_conditioned = config.condition == "action"
+        if self.action_conditioned:
+            if config.action_dim < 1:
+                raise ValueError("model.condition=action needs model.action_dim >= 1 to build the model (0 means "
+                                 "'from the data': lavid/train.py resolves it before building)")
+            self.family, self.idm = None, None
+            self.cond_dim = config.encoder.tubelet * frame_stride * config.action_dim
+        else:
+            self.family = make_family(config.latent)
+            self.idm = InverseDynamics(config.idm, dim, tokens, self.family.raw_dim) if self.family.uses_idm else None
+            self.cond_dim = self.family.dim
+        self.predictor = Predictor(config.predictor, dim, tokens, cond_dim=self.cond_dim)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -82,11 +118,35 @@ class LatentActionWorldModel(nn.Module):
 
     def infer_latents(self, states: torch.Tensor, generator: torch.Generator | None = None):
         """``[B, S, N, D]`` -> ``(z [B, S-1, C], L_z, stats)`` for every transition."""
+        if self.action_conditioned:
+            raise ValueError("this model is conditioned on true actions (model.condition=action): it has no "
+                             "latent actions to infer")
         if self.idm is None:
             raw = states.new_zeros(states.shape[0], states.shape[1] - 1, 1)
         else:
             raw = self.idm(states[:, :-1], states[:, 1:])
         return self.family(raw, generator=generator)
+
+    def conditions(self, states: torch.Tensor, actions: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None):
+        """The condition of every transition: ``(c [B, S-1, C], L_c, stats)``.
+
+        ``condition=latent``: the IDM's latents (:meth:`infer_latents`; ``actions`` is ignored).
+        ``condition=action``: ``actions [B, T, r·A]`` per kept frame (``T >= S·k``) grouped by step, the
+        actions of step ``t`` causing ``t -> t+1`` (:func:`lavid.actions.transition_actions`); no loss.
+        """
+        if not self.action_conditioned:
+            return self.infer_latents(states, generator)
+        if actions is None:
+            raise ValueError("model.condition=action: pass the true actions, model(frames=..., actions=[B, T, A]) "
+                             "or model(features=..., actions=...)")
+        tubelet, steps = self.config.encoder.tubelet, states.shape[1]
+        if actions.shape[1] < steps * tubelet or actions.shape[-1] * tubelet != self.cond_dim:
+            raise ValueError(f"actions {tuple(actions.shape)} do not fit {steps} steps of {tubelet} frame(s) with "
+                             f"{self.cond_dim // tubelet} entries per frame (frame stride {self.frame_stride} × "
+                             f"model.action_dim={self.config.action_dim})")
+        cond = transition_actions(actions[:, : steps * tubelet].to(states.dtype), tubelet)
+        return cond, states.new_zeros(()), {}
 
     def predict(self, states: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """Teacher-forced: states ``[B, S-1, N, D]``, latents ``[B, S-1, C]`` -> ``[B, S-1, N, D]``."""
@@ -98,7 +158,8 @@ class LatentActionWorldModel(nn.Module):
     # ------------------------------------------------------------------ training
 
     def forward(self, frames: torch.Tensor | None = None, features: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict[str, Any]:
+                actions: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """One training step's loss. ``copy_baseline`` is the target-vs-target error of predicting no change."""
         if features is not None:
             if not self.frozen:
                 raise ValueError("cached features need a frozen encoder (encoder.mode=frozen)")
@@ -110,12 +171,12 @@ class LatentActionWorldModel(nn.Module):
             raise ValueError("forward needs frames or features")
         if states.shape[1] < 2:
             raise ValueError(f"a clip must give at least 2 steps, got {states.shape[1]}")
-        latents, latent_loss, stats = self.infer_latents(states, generator)
+        latents, latent_loss, stats = self.conditions(states, actions, generator)
         predictions = self.predict(states[:, :-1], latents)
         error = predictions - targets[:, 1:].detach()
         prediction_loss = error.abs().mean() if self.config.loss == "l1" else error.pow(2).mean()
-        with torch.no_grad():
-            copy_error = (states[:, :-1] - targets[:, 1:]).abs().mean()
+        with torch.no_grad():  # both sides from the target encoder: online states would flatter it in EMA mode
+            copy_error = (targets[:, :-1] - targets[:, 1:]).abs().mean()
         return {
             "loss": prediction_loss + latent_loss,
             "prediction_loss": prediction_loss.detach(),

@@ -328,3 +328,108 @@ def test_mse_loss_option_squares_the_error_and_still_reports_l1():
     assert not torch.allclose(mse["prediction_loss"], mse["prediction_l1"])
     with pytest.raises(ConfigError, match="loss"):
         from_dict(ModelConfig, {**data, "loss": "huber"})
+
+
+# ------------------------------------------------------------------------- action conditioning, diagnostics
+
+
+def action_task(batch, generator, weights, frames=8, tubelet=2):
+    """Synthetic dynamics where each token's change depends only on the action:
+    ``s_t+1 = s_t + W · a_t`` with ``a_t`` the actions of step t's frames. Returns ``(states [B, S, N, D],
+    actions [B, T, A])``."""
+    from lavid.actions import transition_actions
+
+    tokens, dim, _ = weights.shape
+    actions = torch.randn(batch, frames, weights.shape[-1] // tubelet, generator=generator)
+    start = torch.randn(batch, 1, tokens, dim, generator=generator)
+    deltas = torch.einsum("nda,bsa->bsnd", weights, transition_actions(actions, tubelet))
+    return torch.cat([start, start + deltas.cumsum(1)], 1), actions
+
+
+def test_action_conditioned_predictor_learns_to_use_its_actions():
+    from lavid.actions import transition_actions
+
+    torch.manual_seed(0)
+    tokens, dim, action_dim, tubelet = 4, 8, 2, 2
+    weights = torch.randn(tokens, dim, tubelet * action_dim) * 0.5
+    predictor = Predictor(PredictorConfig(dim=32, depth=1, num_heads=2, max_steps=8), dim, tokens,
+                          cond_dim=tubelet * action_dim)
+    optimizer = torch.optim.AdamW(predictor.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        states, actions = action_task(32, generator, weights)
+        loss = (predictor(states[:, :-1], transition_actions(actions, tubelet)) - states[:, 1:]).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        states, actions = action_task(64, torch.Generator().manual_seed(2), weights)
+        cond = transition_actions(actions, tubelet)
+        own = (predictor(states[:, :-1], cond) - states[:, 1:]).abs().mean()
+        shuffled = (predictor(states[:, :-1], torch.roll(cond, 1, dims=0)) - states[:, 1:]).abs().mean()
+        copy = (states[:, :-1] - states[:, 1:]).abs().mean()
+    assert own < 0.25 * shuffled and own < 0.25 * copy, (own, shuffled, copy)
+
+
+def test_action_condition_builds_no_idm_and_needs_actions():
+    data = {k: dict(v) for k, v in TINY.items()}
+    data["encoder"]["mode"] = "frozen"
+    model = LatentActionWorldModel(from_dict(ModelConfig, {**data, "condition": "action", "action_dim": 3}),
+                                   frame_stride=2)
+    assert model.idm is None and model.family is None and model.cond_dim == 1 * 2 * 3
+    clips = moving_square_clips(batch=2, frames=4)
+    out = model(frames=clips, actions=torch.randn(2, 4, 6))
+    assert out["latent_loss"] == 0 and torch.isfinite(out["loss"])
+    with pytest.raises(ValueError, match="condition=action"):
+        model(frames=clips)
+    with pytest.raises(ValueError, match="action_dim"):
+        model(frames=clips, actions=torch.randn(2, 4, 3))  # actions without the frame stride's grouping
+    with pytest.raises(ValueError, match="no latent actions"):
+        model.infer_latents(torch.randn(2, 3, 16, 64))
+    with pytest.raises(ValueError, match="model.action_dim"):
+        LatentActionWorldModel(from_dict(ModelConfig, {"condition": "action"}))  # 0 (auto) was never resolved
+    with pytest.raises(ConfigError, match="model.condition"):
+        from_dict(ModelConfig, {"condition": "bogus"}, "model")
+    with pytest.raises(ConfigError, match="model.action_dim"):
+        from_dict(ModelConfig, {"action_dim": -1}, "model")
+
+
+def test_copy_baseline_compares_target_with_target_in_ema_mode():
+    from lavid.evaluation import evaluate
+
+    torch.manual_seed(0)
+    model = LatentActionWorldModel(tiny_config("noisy", mode="ema")).eval()
+    with torch.no_grad():
+        for parameter in model.target_encoder.parameters():  # an EMA target that has drifted from the online one
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    clips = moving_square_clips()
+    with torch.no_grad():
+        online, targets = model.encode(clips), model.encode(clips, target=True)
+    target_vs_target = (targets[:, :-1] - targets[:, 1:]).abs().mean().item()
+    online_vs_target = (online[:, :-1] - targets[:, 1:]).abs().mean().item()
+    assert abs(online_vs_target - target_vs_target) > 1e-3  # the two definitions differ for this model
+    values = evaluate(model, [{"frames": clips}], horizon=2)
+    assert values["eval/copy"] == pytest.approx(target_vs_target, rel=1e-5)
+    assert values["eval/copy_mse"] == pytest.approx((targets[:, :-1] - targets[:, 1:]).pow(2).mean().item(), rel=1e-5)
+    assert values["eval/ratio"] == pytest.approx(values["eval/one_step"] / values["eval/copy"])
+    with torch.no_grad():
+        assert model(clips)["copy_baseline"].item() == pytest.approx(target_vs_target, rel=1e-5)
+
+
+def test_shuffled_latents_change_nothing_for_the_deterministic_family():
+    from lavid.evaluation import evaluate
+
+    torch.manual_seed(0)
+    clips = [{"frames": moving_square_clips(seed=s)} for s in (0, 1)]
+    deterministic = LatentActionWorldModel(tiny_config("deterministic", mode="frozen")).eval()
+    noisy = LatentActionWorldModel(tiny_config("noisy", mode="frozen")).eval()
+    for model in (deterministic, noisy):  # leave the zero init so the condition reaches the output
+        for name, parameter in model.named_parameters():
+            if name.startswith("predictor."):
+                torch.nn.init.normal_(parameter, std=0.1)
+    values = evaluate(deterministic, clips, horizon=2)
+    assert values["eval/shuffled"] == values["eval/one_step"] and values["eval/latent_gain"] == 1.0
+    assert values["latent/spread"] == 0.0  # every transition gets the same (zero) latent
+    values = evaluate(noisy, clips, horizon=2)
+    assert values["eval/shuffled"] != values["eval/one_step"] and values["latent/spread"] > 0
+    assert {"eval/one_step_mse", "eval/copy_mse", "eval/rollout_h2", "eval/ratio"} <= set(values)

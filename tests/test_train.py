@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,6 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+
+from lavid.config import ConfigError, load_config
+from lavid.data import ClipDataset, DatasetFormatError
+from lavid.train_config import TrainConfig
+from lavid.training_data import build_training_data, resolve_action_dim
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "lavid" / "train.py"
@@ -136,3 +143,90 @@ def test_feature_cache_gives_the_same_loss_as_frames(sim_data, tmp_path):
     ema = run(*common, f"out_dir={tmp_path / 'ema'}", f"data.features={cache}", "model.encoder.mode=ema",
               check=False)
     assert ema.returncode == 2 and "data.features" in ema.stderr
+
+
+# ------------------------------------------------------------------ frame stride, action conditioning
+
+
+def test_frame_stride_keeps_every_rth_frame_and_concatenates_the_actions(sim_data):
+    columns = ["action", "reward", "state"]
+    stored, strided = ClipDataset(sim_data, columns=columns), ClipDataset(sim_data, columns=columns, max_frames=2,
+                                                                           frame_stride=2)
+    for index in (0, 5):
+        a, b = stored[index], strided[index]  # 4 stored frames -> kept frames 0 and 2
+        assert torch.equal(b["frames"], a["frames"][[0, 2]])
+        assert torch.equal(b["action"][0], torch.cat([a["action"][0], a["action"][1]]))
+        assert torch.equal(b["action"][1], torch.cat([a["action"][2], a["action"][3]]))
+        assert torch.allclose(b["reward"], a["reward"][[0, 2]] + a["reward"][[1, 3]])
+        assert torch.equal(b["state"], a["state"][[0, 2]])
+    padded = ClipDataset(sim_data, columns=["action"], max_frames=2, frame_stride=2, pad_actions=3)[5]["action"]
+    assert padded.shape == (2, 6) and torch.equal(padded[:, [0, 3]], strided[5]["action"])  # cartpole: 1 entry
+    assert padded[:, [1, 2, 4, 5]].abs().sum() == 0
+
+    config = load_config(TrainConfig, None, [*TINY, f"data={sim_data}", "data.frames=2", "data.frame_stride=2",
+                                             "rollout_horizon=1"])
+    data = build_training_data(config.data, tubelet=1, pad_actions=1)
+    item = data.train[0]
+    assert item["frames"].shape == (2, 3, 32, 32) and item["actions"].shape == (2, 2)
+    assert item["actions"].dtype == torch.float32
+    assert "actions" not in build_training_data(config.data, tubelet=1).train[0]  # the latent path reads frames only
+    long = load_config(TrainConfig, None, [*TINY, f"data={sim_data}", "data.frames=4", "data.frame_stride=2"])
+    with pytest.raises(DatasetFormatError, match="data.frame_stride"):
+        build_training_data(long.data, tubelet=1)
+
+
+def test_condition_and_stride_config_errors_name_the_key(tmp_path, sim_data):
+    from conftest import write_video
+
+    from lavid.video_index import VideoIndexConfig, build_video_dataset
+
+    for override, key in (("data.frame_stride=0", "data.frame_stride"), ("model.condition=bogus", "model.condition"),
+                          ("model.action_dim=-2", "model.action_dim")):
+        with pytest.raises(ConfigError, match=key):
+            load_config(TrainConfig, None, [*TINY, override])
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "a.mp4", num_frames=20, width=64, height=48)
+    videos = tmp_path / "index"
+    build_video_dataset(tmp_path / "videos", videos, VideoIndexConfig(clip_len=4, size=32), progress=False)
+    config = load_config(TrainConfig, None, [*TINY, f"data={sim_data},{videos}", "model.condition=action"])
+    with pytest.raises(DatasetFormatError, match=f"model.condition=action.*{videos}"):
+        resolve_action_dim(config)
+    action = [*TINY, f"data={sim_data}", "model.condition=action"]
+    assert resolve_action_dim(load_config(TrainConfig, None, action)).model.action_dim == 1  # auto: cartpole's 1
+    assert resolve_action_dim(load_config(TrainConfig, None, [*action, "model.action_dim=3"])).model.action_dim == 3
+
+
+def test_action_conditioned_run_reports_ratio_and_gain_and_reloads(sim_data, tmp_path):
+    from lavid.runs import load_run
+
+    out = tmp_path / "run"
+    result = run(*TINY, f"data={sim_data}", f"out_dir={out}", "model.condition=action", "data.frames=2",
+                 "data.frame_stride=2", "rollout_horizon=1", "steps=5", "eval_every=5", "checkpoint_every=5")
+    evals = [m for m in metrics(out) if "eval/one_step" in m]
+    assert [m["step"] for m in evals] == [5]
+    assert {"eval/ratio", "eval/latent_gain", "eval/shuffled", "eval/one_step_mse", "eval/copy_mse"} <= set(evals[0])
+    assert evals[0]["eval/ratio"] == pytest.approx(evals[0]["eval/one_step"] / evals[0]["eval/copy"])
+    assert "latent/spread" not in evals[0]
+    verdict = [line for line in result.stdout.splitlines() if "action gain" in line]
+    assert verdict and ("the condition is used" in verdict[0] or "not used yet" in verdict[0])
+    saved = (out / "config.yaml").read_text()
+    assert "condition: action" in saved and "action_dim: 1" in saved  # auto resolved, written for load_run
+    loaded = load_run(out)
+    assert loaded.model.action_conditioned and loaded.model.cond_dim == 2  # tubelet 1 x stride 2 x 1 entry
+
+
+def test_feature_cache_stores_strided_actions_and_refuses_another_stride(sim_data, tmp_path):
+    from lavid.feature_cache import build_feature_cache
+
+    config = load_config(TrainConfig, None, [*TINY, f"data={sim_data}", "model.encoder.mode=frozen", "data.frames=2",
+                                             "data.frame_stride=2", "rollout_horizon=1", "model.condition=action"])
+    cache = tmp_path / "features"
+    meta = build_feature_cache(config, str(cache), progress=False)
+    assert meta["frame_stride"] == 2 and meta["action_dim"] == 1 and meta["without_actions"] == []
+    data = build_training_data(dataclasses.replace(config.data, features=str(cache)), tubelet=1, pad_actions=2)
+    item = data.train[0]
+    clip_index = data.train.dataset.table[item["index"]]["clip"]
+    clip = ClipDataset(sim_data, columns=["action"], max_frames=2, frame_stride=2, pad_actions=2)[clip_index]
+    assert item["features"].shape[0] == 2 and torch.equal(item["actions"], clip["action"])
+    with pytest.raises(DatasetFormatError, match="data.frame_stride"):
+        build_training_data(dataclasses.replace(config.data, features=str(cache), frame_stride=1), tubelet=1)
