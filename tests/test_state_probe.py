@@ -1,0 +1,75 @@
+"""The state probe: recovers a known linear map, refuses malformed state columns, and runs as a command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lavid.state_probe import EpisodeFeatures, StateProbeError, pose_groups, probe_states
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pose_groups_keep_positions_and_drop_velocities():
+    groups = pose_groups("reacher-easy", 6)  # position 2, to_target 2, velocity 2
+    assert list(groups) == ["position", "to_target"]
+    assert groups["position"] == slice(0, 2)
+
+
+def test_state_of_wrong_length_names_the_task():
+    with pytest.raises(StateProbeError, match="reacher-easy.*5 values"):
+        pose_groups("reacher-easy", 5)
+
+
+def _episodes(features_of, count=16, length=40, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(count):
+        state = torch.randn(length, 6, generator=generator).cumsum(0) * 0.1  # a random walk of the pose
+        out.append(EpisodeFeatures("reacher-easy", features_of(state, generator), state, heldout=k % 4 == 0))
+    return out
+
+
+def test_probe_recovers_a_linear_map_and_rejects_noise():
+    mixing = torch.randn(6, 96, generator=torch.Generator().manual_seed(1))
+    linear = probe_states(_episodes(lambda s, g: s @ mixing + 0.01 * torch.randn(len(s), 96, generator=g)))
+    assert min(linear.state["reacher-easy"].values()) > 0.98
+    assert min(linear.change["reacher-easy"].values()) > 0.9
+    noise = probe_states(_episodes(lambda s, g: torch.randn(len(s), 96, generator=g)))
+    assert max(noise.state["reacher-easy"].values()) < 0.2
+    summary = linear.summary()
+    assert summary["probe/state/dmc_mean"] > 0.98 and "probe/change/reacher-easy" in summary
+
+
+def test_probe_reduces_wide_features_before_the_ridge():
+    mixing = torch.randn(6, 3000, generator=torch.Generator().manual_seed(2))
+    result = probe_states(_episodes(lambda s, g: s @ mixing), max_dim=64)
+    assert min(result.state["reacher-easy"].values()) > 0.95
+
+
+def test_probe_command_on_simulator_data(sim_data, tmp_path):
+    out = tmp_path / "probe"
+    command = [sys.executable, str(ROOT / "evals" / "probe_state.py"), f"data={sim_data}", "data.frames=4",
+               "data.holdout_fraction=0.3", "model.encoder.img_size=32", "model.encoder.patch_size=8",
+               "model.encoder.depth=1", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "state_probe.json").read_text())
+    assert set(data["state"]["cartpole-swingup"]) == {"position"}
+    assert "| cartpole-swingup |" in (out / "state_probe.md").read_text()
+
+
+def test_probe_command_without_states_is_a_clear_error(video_dir, tmp_path):
+    index = tmp_path / "videos"
+    subprocess.run([sys.executable, str(ROOT / "data_prep" / "videos.py"), str(video_dir), str(index), "--clip-len",
+                    "4", "--fps", "4", "--size", "32"], check=True, capture_output=True, timeout=300)
+    result = subprocess.run([sys.executable, str(ROOT / "evals" / "probe_state.py"), f"data={index}",
+                             "data.frames=4", "model.encoder.img_size=32", "--out", str(tmp_path / "p")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "stores simulator states" in result.stderr and "Traceback" not in result.stderr
