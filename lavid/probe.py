@@ -11,17 +11,7 @@ from __future__ import annotations
 
 import torch
 
-
-def transition_actions(actions: torch.Tensor, tubelet: int) -> torch.Tensor:
-    """Per-frame actions ``[B, T, A]`` -> the actions of each step transition ``[B, T/k - 1, k*A]``.
-
-    Frame ``t``'s action is applied after frame ``t`` is observed, so the transition from step ``s`` to
-    ``s + 1`` is caused by the actions of step ``s``'s ``k`` frames.
-    """
-    batch, frames, dim = actions.shape
-    steps = frames // tubelet
-    per_step = actions[:, : steps * tubelet].reshape(batch, steps, tubelet * dim)
-    return per_step[:, :-1]
+from lavid.actions import transition_actions  # noqa: F401  (re-exported: older imports read it here)
 
 
 def fit_ridge(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-3):
