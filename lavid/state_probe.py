@@ -175,8 +175,8 @@ def probe_states(episodes: list[EpisodeFeatures], max_dim: int = 512) -> ProbeRe
     return result
 
 
-def dataset_tasks(root) -> list[str] | None:
-    """Task per episode of a simulator dataset, or ``None`` when it has no stored states (videos)."""
+def open_with_states(root):
+    """``(ClipDataset, episodes table)`` of a simulator dataset, or ``None`` when it stores no states (videos)."""
     import datasets
 
     from lavid.data import ClipDataset
@@ -187,7 +187,7 @@ def dataset_tasks(root) -> list[str] | None:
     episodes = datasets.load_from_disk(str(dataset.root / "episodes"))
     if "task" not in episodes.column_names:
         raise StateProbeError(f"{root} stores states but its episodes have no task column")
-    return list(episodes["task"])
+    return dataset, episodes
 
 
 @torch.no_grad()
@@ -205,19 +205,17 @@ def collect_episodes(encode, data, holdout_fraction: float, tubelet: int = 1, ma
     Raises:
         StateProbeError: a dataset's ``state`` column is missing on some rows or has the wrong length.
     """
-    from lavid.data import ClipDataset, read_rows, split_by_episode
+    from lavid.data import read_rows, split_by_episode
 
     out: list[EpisodeFeatures] = []
     generator = torch.Generator().manual_seed(seed)
     for path in data:
-        tasks = dataset_tasks(path)
-        if tasks is None:
+        opened = open_with_states(path)
+        if opened is None:
             log.info("state probe: %s has no stored states; skipped", path)
             continue
-        dataset = ClipDataset(path, columns=[])
-        import datasets
-
-        episodes = datasets.load_from_disk(str(dataset.root / "episodes"))
+        dataset, episodes = opened
+        tasks = list(episodes["task"])
         names = [f"{path}::{s}" for s in episodes["source"]]
         train, heldout = split_by_episode(names, holdout_fraction)
         lengths = episodes["num_steps"]
