@@ -60,10 +60,72 @@ class ConvGrid(nn.Module):
         return rearrange(out, "(b t) c h w -> b t (h w) c", b=b)
 
 
-def make_encoder(name: str, size: int, train_frames, mae_steps: int):
+class ConvProjector(nn.Module):
+    """A trainable DrQ-style conv stack, flattened, then a Linear–BatchNorm–GELU–Linear projector:
+    frames ``[B, T, 3, H, W]`` -> one vector per frame ``[B, T, 1, dim]``."""
+
+    def __init__(self, size: int, dim: int = 64, channels: int = 32, hidden: int = 512) -> None:
+        super().__init__()
+        self.conv = ConvGrid(channels).net
+        grid = size // 8
+        self.projector = nn.Sequential(nn.Linear(channels * grid * grid, hidden), nn.BatchNorm1d(hidden), nn.GELU(),
+                                       nn.Linear(hidden, dim))
+
+    def forward(self, frames):
+        b = frames.shape[0]
+        out = self.conv(rearrange(frames, "b t c h w -> (b t) c h w")).flatten(1)
+        return rearrange(self.projector(torch.relu(out)), "(b t) d -> b t 1 d", b=b)
+
+
+def pretrain_end_to_end(episodes, size: int, condition: str, steps: int, clip_steps: int, batch: int,
+                        weight: float, seed: int = 0):
+    """Train :class:`ConvProjector` and a predictor together: MSE of the next frame's embedding plus
+    ``weight`` × SIGReg over all frames of the batch (scaled per frame). ``condition`` is ``action``
+    (the true actions) or ``history`` (nothing: label-free). Returns the encoder."""
+    from lavid.encoder import normalize_frames
+    from lavid.predictor import Predictor, PredictorConfig
+    from lavid.sigreg import sigreg
+
+    torch.manual_seed(seed)
+    train = [e for e in episodes if not e["heldout"]]
+    action_dim = max(e["action"].shape[1] for e in episodes)
+    encoder = ConvProjector(size)
+    cond_dim = action_dim if condition == "action" else 1
+    predictor = Predictor(PredictorConfig(dim=128, depth=3, num_heads=4, max_steps=clip_steps), 64, 1, cond_dim)
+    params = list(encoder.parameters()) + list(predictor.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.04)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(seed)
+    starts = [(i, s) for i, e in enumerate(train) for s in range(len(e["frames"]) - clip_steps + 1)]
+    started = time.perf_counter()
+    for step in range(steps):
+        picks = torch.randint(len(starts), (batch,), generator=generator).tolist()
+        frames = torch.stack([train[starts[p][0]]["frames"][starts[p][1] : starts[p][1] + clip_steps] for p in picks])
+        actions = torch.stack([F.pad(train[starts[p][0]]["action"], (0, action_dim - train[starts[p][0]]["action"].shape[1]))
+                               [starts[p][1] : starts[p][1] + clip_steps] for p in picks])
+        z = encoder(normalize_frames(frames))
+        cond = actions[:, :-1] if condition == "action" else actions.new_zeros(batch, clip_steps - 1, 1)
+        prediction = (predictor(z[:, :-1], cond) - z[:, 1:]).pow(2).mean()
+        spread = sigreg(z.flatten(0, 2), generator=generator)
+        loss = prediction + weight * spread
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % max(1, steps // 5) == 0 or step == steps - 1:
+            print(f"  e2e-{condition} step {step}: prediction {prediction.item():.4f} sigreg {spread.item():.2f} "
+                  f"({time.perf_counter() - started:.0f}s)", flush=True)
+    return encoder
+
+
+def make_encoder(name: str, size: int, train_frames, mae_steps: int, episodes=None, args=None):
     from lavid.encoder import EncoderConfig, FrameEncoder
 
     torch.manual_seed(0)
+    if name.startswith("e2e-"):
+        return pretrain_end_to_end(episodes, size, name[4:], args.e2e_steps, args.clip_steps, args.e2e_batch,
+                                   args.sigreg)
     if name == "pixels":
         return PixelPatches(size // 4)
     if name == "conv":
@@ -196,6 +258,9 @@ def main(argv=None) -> int:
     parser.add_argument("--holdout", type=float, default=0.2)
     parser.add_argument("--max-steps", type=int, default=100, help="steps read per episode")
     parser.add_argument("--mae-steps", type=int, default=400)
+    parser.add_argument("--e2e-steps", type=int, default=1500, help="end-to-end encoder training steps")
+    parser.add_argument("--e2e-batch", type=int, default=32)
+    parser.add_argument("--sigreg", type=float, default=0.1, help="SIGReg weight for the end-to-end encoders")
     parser.add_argument("--no-action-test", action="store_true")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args(argv)
@@ -209,7 +274,7 @@ def main(argv=None) -> int:
     for name in args.encoders.split(","):
         started = time.perf_counter()
         train_frames = torch.cat([e["frames"] for e in episodes if not e["heldout"]])
-        encoder = make_encoder(name, size, train_frames, args.mae_steps)
+        encoder = make_encoder(name, size, train_frames, args.mae_steps, episodes, args)
         encoder.eval()
         encode_all(encoder, episodes)
         prep = time.perf_counter() - started

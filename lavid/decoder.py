@@ -61,7 +61,8 @@ class PixelDecoder(nn.Module):
     """Step tokens ``[B, S, N, D_enc]`` -> frames ``[B, S*k, 3, H, W]`` in [0, 1] (float).
 
     Args:
-        in_dim, num_tokens: the encoder's token dim and tokens per step (a square grid).
+        in_dim, num_tokens: the encoder's token dim and tokens per step (a square grid of patches, or 1: one
+            vector a step, copied to every patch position of the grid).
         img_size, patch_size, tubelet: the encoder's geometry, which the decoder inverts.
     """
 
@@ -74,15 +75,23 @@ class PixelDecoder(nn.Module):
         self.geometry = {"in_dim": in_dim, "num_tokens": num_tokens, "img_size": img_size, "patch_size": patch_size,
                          "tubelet": tubelet}
         self.patch, self.tubelet, self.side = patch_size, tubelet, img_size // patch_size
+        grid = self.side * self.side
+        if num_tokens not in (1, grid):
+            raise ValueError(f"decoder needs one token per {patch_size}² patch ({grid}) or one vector per step, "
+                             f"got {num_tokens} tokens")
+        self.broadcast = num_tokens == 1 and grid > 1  # one vector a step (conv encoder): spread over the grid
         self.project = nn.Linear(in_dim, config.dim)
-        self.register_buffer("position", sincos_2d(num_tokens, config.dim), persistent=False)
+        self.register_buffer("position", sincos_2d(grid, config.dim), persistent=False)
         self.blocks = nn.ModuleList(Block(config.dim, config.num_heads, qkv_bias=True) for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.dim)
         self.head = nn.Linear(config.dim, tubelet * 3 * patch_size * patch_size)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         batch, steps = states.shape[:2]
-        x = self.project(rearrange(states.float(), "b s n d -> (b s) n d")) + self.position
+        x = self.project(rearrange(states.float(), "b s n d -> (b s) n d"))
+        if self.broadcast:
+            x = x.expand(-1, self.position.shape[0], -1)
+        x = x + self.position
         for block in self.blocks:
             x = block(x)
         patches = self.head(self.norm(x))  # [(B S), N, k*3*p*p]

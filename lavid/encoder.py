@@ -1,4 +1,4 @@
-"""Frame encoder f: a timm ViT applied to each step (a tubelet of k frames) of a clip.
+"""Frame encoder f: a timm ViT, or a small conv net, applied to each step (a tubelet of k frames) of a clip.
 
 Steps are encoded independently, so the encoder is frame-causal by construction: a step's tokens never
 depend on later frames. A tubelet of k frames enters the ViT as 3k channels, ordered channel-major
@@ -34,27 +34,39 @@ class EncoderConfig:
     """The frame encoder.
 
     Attributes:
-        name: timm model name; the size fields below override its defaults.
-        img_size, patch_size, embed_dim, depth, num_heads: ViT geometry.
+        arch: ``vit`` (a timm ViT: ``N = (img_size / patch_size)²`` tokens a step) or ``conv`` (a DrQ-style
+            conv stack and a projector: one vector of ``embed_dim`` a step; see :class:`ConvEncoder`).
+        name: timm model name (``vit``); the size fields below override its defaults.
+        img_size, patch_size, embed_dim, depth, num_heads: ViT geometry (``conv`` uses img_size and
+            embed_dim).
+        conv_channels, conv_hidden: the conv stack's channels and the projector's hidden width (``conv``).
         tubelet: frames per step (1 or 2).
-        mode: ``frozen`` (no gradients) or ``ema`` (finetuned; targets come from an EMA copy so the
-            features cannot collapse to a constant).
+        mode: ``frozen`` (no gradients), ``ema`` (finetuned; targets come from an EMA copy so the
+            features cannot collapse to a constant) or ``e2e`` (trained end to end with the predictor,
+            targets from the same encoder, kept from collapse by SIGReg, :mod:`lavid.sigreg`).
         ema_momentum: EMA decay of the target encoder per optimizer step.
+        sigreg: weight of the SIGReg term (``e2e``); the statistic is scaled per frame, not per token.
+        sigreg_directions: random projections per SIGReg evaluation.
         checkpoint: local weights file, or ``None`` for random initialization.
         checkpoint_layout: ``auto``, ``timm``, ``vjepa2`` or ``dinov2``.
         checkpoint_key: sub-dict to read from a V-JEPA 2 checkpoint (default ``target_encoder``).
         model_kwargs: extra keyword arguments for ``timm.create_model``.
     """
 
+    arch: Literal["vit", "conv"] = "vit"
     name: str = "vit_tiny_patch16_224"
     img_size: int = 64
     patch_size: int = 8
     embed_dim: int = 128
     depth: int = 4
     num_heads: int = 4
+    conv_channels: int = 32
+    conv_hidden: int = 512
     tubelet: int = 1
-    mode: Literal["frozen", "ema"] = "ema"
+    mode: Literal["frozen", "ema", "e2e"] = "ema"
     ema_momentum: float = 0.996
+    sigreg: float = 0.1
+    sigreg_directions: int = 256
     checkpoint: str | None = None
     checkpoint_layout: Literal["auto", "timm", "vjepa2", "dinov2"] = "auto"
     checkpoint_key: str | None = None
@@ -69,16 +81,51 @@ class EncoderConfig:
               f"{self.embed_dim} is not divisible by num_heads {self.num_heads}")
         check(self.depth >= 1, f"{key}depth", "must be >= 1")
         check(0.0 <= self.ema_momentum < 1.0, f"{key}ema_momentum", "must be in [0, 1)")
+        check(self.sigreg >= 0.0, f"{key}sigreg", f"must be >= 0, got {self.sigreg}")
+        check(self.sigreg_directions >= 1, f"{key}sigreg_directions", "must be >= 1")
+        if self.arch == "conv":
+            check(self.img_size % 8 == 0, f"{key}img_size", f"{self.img_size} is not a multiple of 8 (conv stack)")
+            check(self.conv_channels >= 1 and self.conv_hidden >= 1, f"{key}conv_channels", "sizes must be >= 1")
+            check(self.checkpoint is None, f"{key}checkpoint",
+                  "weights files are read for arch=vit only (a conv encoder is trained here: mode=e2e)")
 
 
-class FrameEncoder(nn.Module):
-    """``[B, T, 3, H, W]`` normalized frames -> ``[B, T/k, N, D]`` step tokens."""
+class ConvEncoder(nn.Module):
+    """A DrQ-style conv stack (three stride-2 and one stride-1 3×3 convolutions, ReLU) flattened into a
+    Linear–BatchNorm–GELU–Linear projector: normalized tubelets ``[M, 3k, H, W]`` -> ``[M, embed_dim]``.
+
+    The kind of encoder DMControl agents learn from pixels (DrQ, TD-MPC2), with LeWM's projector: one
+    vector a frame, cheap enough to train end to end on a CPU.
+    """
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
+        c = config.conv_channels
+        self.net = nn.Sequential(
+            nn.Conv2d(3 * config.tubelet, c, 3, 2, 1), nn.ReLU(), nn.Conv2d(c, c, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(c, c, 3, 2, 1), nn.ReLU(), nn.Conv2d(c, c, 3, 1, 1), nn.ReLU(), nn.Flatten())
+        grid = config.img_size // 8
+        self.projector = nn.Sequential(nn.Linear(c * grid * grid, config.conv_hidden),
+                                       nn.BatchNorm1d(config.conv_hidden), nn.GELU(),
+                                       nn.Linear(config.conv_hidden, config.embed_dim))
+
+    def forward(self, tubelets: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.net(tubelets))
+
+
+class FrameEncoder(nn.Module):
+    """``[B, T, 3, H, W]`` normalized frames -> ``[B, T/k, N, D]`` step tokens (``N = 1`` for ``conv``)."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.dim = config.embed_dim
+        if config.arch == "conv":
+            self.conv = ConvEncoder(config)
+            self.num_tokens = 1
+            return
         import timm
 
-        self.config = config
         self.vit = timm.create_model(
             config.name,
             pretrained=False,
@@ -94,7 +141,6 @@ class FrameEncoder(nn.Module):
             **config.model_kwargs,
         )
         self.num_tokens = (config.img_size // config.patch_size) ** 2
-        self.dim = config.embed_dim
         if config.checkpoint:
             load_encoder_checkpoint(self, config.checkpoint, config.checkpoint_layout, config.checkpoint_key)
 
@@ -105,6 +151,8 @@ class FrameEncoder(nn.Module):
         if time % k:
             raise ValueError(f"clip of {time} frames is not a whole number of tubelets of {k}")
         tubelets = rearrange(frames, "b (s k) c h w -> (b s) (c k) h w", k=k)
+        if self.config.arch == "conv":
+            return rearrange(self.conv(tubelets), "(b s) d -> b s 1 d", b=batch)
         tokens = self.vit.forward_features(tubelets)
         tokens = tokens[:, self.vit.num_prefix_tokens :]
         return rearrange(tokens, "(b s) n d -> b s n d", b=batch)

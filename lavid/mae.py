@@ -118,6 +118,9 @@ def pretrain_encoder(train_config, mae_config: MAEConfig, out: str, progress: bo
     if data.kind != "frames":
         raise ValueError("MAE pretraining needs frames, not a feature cache")
     encoder_config = train_config.model.encoder
+    if encoder_config.arch != "vit":
+        raise ValueError(f"MAE pretraining needs model.encoder.arch=vit, got {encoder_config.arch!r} "
+                         "(a conv encoder is trained end to end: model.encoder.mode=e2e)")
     encoder = FrameEncoder(encoder_config)
     model = MaskedAutoencoder(encoder, mae_config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=mae_config.lr, weight_decay=mae_config.weight_decay,

@@ -30,6 +30,10 @@ NOT_POSE = ("vel", "torque", "touch", "rmat", "target_position")
 """Observation keys containing any of these are not pose: one frame cannot show them (or, for the
 target position, they do not move with the action)."""
 
+WRAPPED_ANGLES = {"reacher": ("position",)}
+"""Per domain, the observation keys that hold raw hinge angles of unlimited joints (they wrap, so a
+linear probe of the angle itself is meaningless): they are probed as their sine and cosine."""
+
 
 class StateProbeError(Exception):
     """A dataset whose state columns cannot be probed (missing, or of the wrong length)."""
@@ -74,6 +78,30 @@ def pose_groups(task: str, state_dim: int) -> dict[str, slice]:
     if not groups:
         raise StateProbeError(f"task {task} exposes no pose entries in its state column")
     return groups
+
+
+def _wrapped(task: str, key: str) -> bool:
+    return key in WRAPPED_ANGLES.get(task.split("-")[0], ())
+
+
+def pose_targets(task: str, groups: dict[str, slice], state: torch.Tensor) -> torch.Tensor:
+    """``[S, state_dim]`` states -> ``[S, P]`` probe targets: the pose entries in ``groups`` order, raw
+    hinge angles (:data:`WRAPPED_ANGLES`) replaced by their sine and cosine."""
+    parts = []
+    for key, where in groups.items():
+        value = state[:, where]
+        parts += [value.sin(), value.cos()] if _wrapped(task, key) else [value]
+    return torch.cat(parts, dim=1)
+
+
+def pose_target_groups(task: str, groups: dict[str, slice]) -> dict[str, slice]:
+    """Where each pose entry lies in :func:`pose_targets`' columns."""
+    local, at = {}, 0
+    for key, where in groups.items():
+        width = (where.stop - where.start) * (2 if _wrapped(task, key) else 1)
+        local[key] = slice(at, at + width)
+        at += width
+    return local
 
 
 def reduce_dim(train: torch.Tensor, test: torch.Tensor, max_dim: int, seed: int = 0):
@@ -150,16 +178,12 @@ def probe_states(episodes: list[EpisodeFeatures], max_dim: int = 512) -> ProbeRe
             log.info("state probe: task %s has no %s episodes; skipped", task, "training" if not train else "held-out")
             continue
         groups = pose_groups(task, mine[0].state.shape[1])
-        columns = np.concatenate([np.arange(s.start, s.stop) for s in groups.values()])
-        local, at = {}, 0
-        for key, where in groups.items():
-            local[key] = slice(at, at + where.stop - where.start)
-            at += where.stop - where.start
+        local = pose_target_groups(task, groups)
 
         def stack(side, change: bool):
             xs, ys = [], []
             for e in side:
-                x, y = e.features.double(), e.state[:, columns].double()
+                x, y = e.features.double(), pose_targets(task, groups, e.state.double())
                 if change:
                     x, y = x[1:] - x[:-1], y[1:] - y[:-1]
                 xs.append(x)

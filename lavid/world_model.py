@@ -2,11 +2,15 @@
 
 For a clip of T frames (S = T / k steps):
 
-    s = LN(f(frames))                         [B, S, N, D]   (targets from the EMA encoder if finetuned)
+    s = LN(f(frames))                         [B, S, N, D]   (targets from the EMA encoder in ``ema`` mode)
     raw_t = g(s_t, s_t+1)                     [B, S-1, R]
     z_t, L_z = family(raw_t)                  [B, S-1, C]
     ŝ_t+1 = p(s_0..t, z_0..t)                 [B, S-1, N, D]   (teacher forcing, one pass)
-    loss = mean |ŝ_t+1 − s_t+1| + L_z
+    loss = mean |ŝ_t+1 − s_t+1| + L_z  (+ λ · SIGReg(f(frames)) / N in ``e2e`` mode)
+
+Encoder modes: ``frozen`` (targets are the features), ``ema`` (targets from a slowly moving copy, no
+gradient) and ``e2e`` (LeWM-style: the encoder is trained through both the prediction and its target,
+and SIGReg on its raw outputs keeps them spread out; without it they collapse to a constant).
 
 With ``model.condition=action`` the predictor is conditioned on the true actions instead: c_t is the
 actions of the frames step t spans, concatenated (``[B, S-1, k·r·A]`` for a tubelet of k frames, frame
@@ -80,10 +84,11 @@ class LatentActionWorldModel(nn.Module):
         self.frame_stride = frame_stride
         self.encoder = FrameEncoder(config.encoder)
         self.frozen = config.encoder.mode == "frozen"
+        self.end_to_end = config.encoder.mode == "e2e"
+        self.target_encoder = None
         if self.frozen:
             self.encoder.requires_grad_(False)
-            self.target_encoder = None
-        else:
+        elif config.encoder.mode == "ema":
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         tokens, dim = self.encoder.num_tokens, self.encoder.dim
         self.action_conditioned = config.condition == "action"
@@ -111,10 +116,24 @@ class LatentActionWorldModel(nn.Module):
 
     def encode(self, frames: torch.Tensor, target: bool = False) -> torch.Tensor:
         """uint8 ``[B, T, 3, H, W]`` -> layer-normed step tokens ``[B, S, N, D]``."""
+        return self._encode(frames, target)[0]
+
+    def _encode(self, frames: torch.Tensor, target: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(layer-normed tokens, raw encoder tokens)``, both ``[B, S, N, D]``."""
         encoder = self.target_encoder if (target and self.target_encoder is not None) else self.encoder
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen and not target):
             tokens = encoder(normalize_frames(frames))
-        return F.layer_norm(tokens, tokens.shape[-1:])
+        return F.layer_norm(tokens, tokens.shape[-1:]), tokens
+
+    def spread_loss(self, raw: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """λ · SIGReg of raw encoder tokens ``[B, S, N, D]``, divided by N so that it is scaled per frame."""
+        from lavid.sigreg import sigreg
+
+        config = self.config.encoder
+        if generator is not None and generator.device != raw.device:
+            generator = None
+        statistic = sigreg(raw.flatten(0, 2), config.sigreg_directions, generator=generator)
+        return config.sigreg * statistic / raw.shape[2]
 
     def infer_latents(self, states: torch.Tensor, generator: torch.Generator | None = None):
         """``[B, S, N, D]`` -> ``(z [B, S-1, C], L_z, stats)`` for every transition."""
@@ -160,25 +179,36 @@ class LatentActionWorldModel(nn.Module):
     def forward(self, frames: torch.Tensor | None = None, features: torch.Tensor | None = None,
                 actions: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict[str, Any]:
         """One training step's loss. ``copy_baseline`` is the target-vs-target error of predicting no change."""
+        spread = None
         if features is not None:
             if not self.frozen:
                 raise ValueError("cached features need a frozen encoder (encoder.mode=frozen)")
             states = targets = F.layer_norm(features.float(), features.shape[-1:])
         elif frames is not None:
-            states = self.encode(frames)
-            targets = self.encode(frames, target=True) if self.target_encoder is not None else states.detach()
+            states, raw = self._encode(frames)
+            if self.end_to_end:  # the target is trained too (no stop-gradient): SIGReg keeps it from collapsing
+                targets = states
+                spread = self.spread_loss(raw, generator) if self.config.encoder.sigreg > 0 else None
+            else:
+                targets = self.encode(frames, target=True) if self.target_encoder is not None else states.detach()
         else:
             raise ValueError("forward needs frames or features")
         if states.shape[1] < 2:
             raise ValueError(f"a clip must give at least 2 steps, got {states.shape[1]}")
         latents, latent_loss, stats = self.conditions(states, actions, generator)
         predictions = self.predict(states[:, :-1], latents)
-        error = predictions - targets[:, 1:].detach()
+        error = predictions - (targets[:, 1:] if self.end_to_end else targets[:, 1:].detach())
         prediction_loss = error.abs().mean() if self.config.loss == "l1" else error.pow(2).mean()
         with torch.no_grad():  # both sides from the target encoder: online states would flatter it in EMA mode
             copy_error = (targets[:, :-1] - targets[:, 1:]).abs().mean()
+        loss = prediction_loss + latent_loss
+        extra = {}
+        if spread is not None:
+            loss = loss + spread
+            extra["sigreg"] = spread.detach()
         return {
-            "loss": prediction_loss + latent_loss,
+            "loss": loss,
+            **extra,
             "prediction_loss": prediction_loss.detach(),
             "prediction_l1": error.detach().abs().mean(),
             "latent_loss": latent_loss.detach(),

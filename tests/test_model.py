@@ -433,3 +433,62 @@ def test_shuffled_latents_change_nothing_for_the_deterministic_family():
     values = evaluate(noisy, clips, horizon=2)
     assert values["eval/shuffled"] != values["eval/one_step"] and values["latent/spread"] > 0
     assert {"eval/one_step_mse", "eval/copy_mse", "eval/rollout_h2", "eval/ratio"} <= set(values)
+
+
+def test_sigreg_is_small_for_gaussian_embeddings_and_large_for_collapsed_ones():
+    from lavid.sigreg import sigreg
+
+    generator = torch.Generator().manual_seed(0)
+    gaussian = sigreg(torch.randn(512, 32, generator=generator), generator=generator)
+    shrunk = sigreg(0.3 * torch.randn(512, 32, generator=generator), generator=generator)
+    constant = sigreg(torch.full((512, 32), 0.2), generator=generator)
+    assert gaussian < 1.0 < 20 * gaussian < shrunk < constant, (gaussian, shrunk, constant)
+    # its gradient spreads embeddings that started nearly collapsed
+    points = (0.01 * torch.randn(256, 8, generator=generator)).requires_grad_()
+    optimizer = torch.optim.Adam([points], lr=0.05)
+    for _ in range(100):
+        loss = sigreg(points, 64, generator=generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert 0.5 < points.detach().std(0).mean() < 2.0
+    with pytest.raises(ValueError, match="sigreg needs"):
+        sigreg(torch.randn(1, 4))
+
+
+def conv_config(sigreg: float, **model):
+    return from_dict(ModelConfig, {**{k: dict(v) for k, v in TINY.items()}, **model, "encoder": {
+        "arch": "conv", "mode": "e2e", "img_size": 32, "embed_dim": 32, "conv_channels": 8, "conv_hidden": 64,
+        "sigreg": sigreg}})
+
+
+def test_conv_encoder_gives_one_vector_a_step_and_decodes_to_frames():
+    from lavid.decoder import make_decoder
+
+    model = LatentActionWorldModel(conv_config(0.1))
+    clips = moving_square_clips()
+    states = model.encode(clips)
+    assert states.shape == (4, 6, 1, 32) and model.target_encoder is None
+    assert make_decoder(model)(states).shape == clips.shape
+    with pytest.raises(ConfigError, match="encoder.checkpoint: weights files are read for arch=vit only"):
+        from_dict(ModelConfig, {"encoder": {"arch": "conv", "checkpoint": "x.pt"}})
+
+
+def test_end_to_end_encoder_collapses_without_sigreg_and_stays_spread_with_it():
+    """e2e mode trains the encoder through prediction and target: alone that makes all frames alike."""
+    spread = {}
+    for weight in (0.0, 0.1):
+        torch.manual_seed(0)
+        model = LatentActionWorldModel(conv_config(weight, latent={"family": "deterministic"}))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for step in range(40):
+            out = model(moving_square_clips(8, seed=step))
+            optimizer.zero_grad()
+            out["loss"].backward()
+            optimizer.step()
+        assert ("sigreg" in out) == (weight > 0)
+        model.eval()
+        with torch.no_grad():  # how much the (layer-normed) states of different frames differ
+            states = model.encode(moving_square_clips(8, seed=999))
+        spread[weight] = states.flatten(0, 2).std(0).mean().item()
+    assert spread[0.0] < 0.2 * spread[0.1], spread

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lavid.state_probe import EpisodeFeatures, StateProbeError, pose_groups, probe_states
+from lavid.state_probe import (EpisodeFeatures, StateProbeError, pose_groups, pose_target_groups, pose_targets,
+                               probe_states)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,6 +20,12 @@ def test_pose_groups_keep_positions_and_drop_velocities():
     groups = pose_groups("reacher-easy", 6)  # position 2, to_target 2, velocity 2
     assert list(groups) == ["position", "to_target"]
     assert groups["position"] == slice(0, 2)
+    # reacher's position holds raw hinge angles that wrap: they are probed as sine and cosine
+    state = torch.tensor([[0.5, 7.0, 0.1, 0.2, 9.0, 9.0]])
+    targets = pose_targets("reacher-easy", groups, state)
+    angles = torch.tensor([0.5, 7.0])
+    assert torch.allclose(targets, torch.cat([angles.sin(), angles.cos(), torch.tensor([0.1, 0.2])])[None])
+    assert pose_target_groups("reacher-easy", groups) == {"position": slice(0, 4), "to_target": slice(4, 6)}
 
 
 def test_state_of_wrong_length_names_the_task():
@@ -31,12 +38,13 @@ def _episodes(features_of, count=16, length=40, seed=0):
     out = []
     for k in range(count):
         state = torch.randn(length, 6, generator=generator).cumsum(0) * 0.1  # a random walk of the pose
-        out.append(EpisodeFeatures("reacher-easy", features_of(state, generator), state, heldout=k % 4 == 0))
+        visible = torch.cat([state[:, :2].sin(), state[:, :2].cos(), state[:, 2:]], dim=1)  # what a frame shows
+        out.append(EpisodeFeatures("reacher-easy", features_of(visible, generator), state, heldout=k % 4 == 0))
     return out
 
 
 def test_probe_recovers_a_linear_map_and_rejects_noise():
-    mixing = torch.randn(6, 96, generator=torch.Generator().manual_seed(1))
+    mixing = torch.randn(8, 96, generator=torch.Generator().manual_seed(1))
     linear = probe_states(_episodes(lambda s, g: s @ mixing + 0.01 * torch.randn(len(s), 96, generator=g)))
     assert min(linear.state["reacher-easy"].values()) > 0.98
     assert min(linear.change["reacher-easy"].values()) > 0.9
@@ -47,7 +55,7 @@ def test_probe_recovers_a_linear_map_and_rejects_noise():
 
 
 def test_probe_reduces_wide_features_before_the_ridge():
-    mixing = torch.randn(6, 3000, generator=torch.Generator().manual_seed(2))
+    mixing = torch.randn(8, 3000, generator=torch.Generator().manual_seed(2))
     result = probe_states(_episodes(lambda s, g: s @ mixing), max_dim=64)
     assert min(result.state["reacher-easy"].values()) > 0.95
 
