@@ -28,12 +28,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what.add_argument("--preset", choices=["mix"], help="a predefined multi-task dataset")
     what.add_argument("--list-tasks", action="store_true", help="print the valid task names and exit")
     parser.add_argument("--out", help="output dataset folder")
-    parser.add_argument("--policy", default="smooth", help="random | smooth | checkpoint:PATH (default smooth)")
+    parser.add_argument("--policy", default="smooth",
+                        help="random | smooth | checkpoint:PATH (default smooth; a preset sets its own per task)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to collect (default 10)")
     parser.add_argument("--episode-len", type=int, default=None, help="stored steps per episode (default: task's)")
     parser.add_argument("--camera", default=None, help="camera index or name (default 0; front_close for jaco)")
     parser.add_argument("--size", type=int, default=64, help="rendered frame side (default 64)")
-    parser.add_argument("--action-repeat", type=int, default=2, help="control steps per action (default 2)")
+    parser.add_argument("--action-repeat", type=int, default=None,
+                        help="control steps per action (default 2; a preset's own for --preset)")
     parser.add_argument("--clip-len", type=int, default=16, help="steps per clip (default 16)")
     parser.add_argument("--stride", type=int, default=None, help="steps between clip starts (default clip-len)")
     parser.add_argument("--workers", type=int, default=2, help="parallel simulator processes (default 2)")
@@ -52,18 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.policies import PolicyError
     from lavid.sim import SimError, ensure_renderer, task_names
     from lavid.store import StoreError
-    from lavid.trajectories import PRESETS, TaskSpec, TrajectoryConfig, build_trajectory_dataset
+    from lavid.trajectories import PRESET_ACTION_REPEAT, PRESETS, TaskSpec, TrajectoryConfig, build_trajectory_dataset
 
     if args.list_tasks:
         print("\n".join(task_names()))
         return 0
     try:
         ensure_renderer()  # before anything imports dm_control: it fixes the GL backend at import
+        action_repeat = args.action_repeat
         if args.preset:
             tasks = PRESETS[args.preset]
+            action_repeat = action_repeat or PRESET_ACTION_REPEAT[args.preset]
         else:
             tasks = (TaskSpec(args.task, args.episodes, camera=args.camera, episode_len=args.episode_len),)
-        config = TrajectoryConfig(tasks, policy=args.policy, size=args.size, action_repeat=args.action_repeat,
+        config = TrajectoryConfig(tasks, policy=args.policy, size=args.size, action_repeat=action_repeat or 2,
                                   clip_len=args.clip_len, stride=args.stride, seed=args.seed)
         meta = build_trajectory_dataset(args.out, config, workers=args.workers, overwrite=args.overwrite,
                                         progress=not args.no_progress)

@@ -7,7 +7,7 @@ touch sensors, which one frame cannot show) are what an action moves. Two held-o
 - **state**: features of a step ``[N·D]`` -> the pose at that step;
 - **change**: feature change between two consecutive steps -> the pose change between them.
 
-Both are ridge regressions (strength by 5-fold cross-validation, :func:`lavid.probe.linear_probe`)
+Both are ridge regressions (strength by 5-fold cross-validation, :func:`lavid.probe.choose_ridge`)
 fit on training episodes and scored by R² on held-out episodes. Features wider than ``max_dim`` are
 first reduced by PCA fit on the training features (a ridge on 8,192 token features would cost minutes
 per fold and gain nothing over their leading components).
@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from lavid.probe import linear_probe
+from lavid.probe import choose_ridge, fit_ridge
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +154,18 @@ class ProbeResult:
 
 
 def _r2_per_group(train_x, train_y, test_x, test_y, groups: dict[str, slice]) -> dict[str, float]:
-    result = linear_probe(train_x, train_y, test_x, test_y)
-    scores = np.asarray(result["r2"], dtype=np.float64)
+    """R² of each pose entry, pooled over its columns: 1 − Σ residual² / Σ (y − held-out mean)².
+
+    Pooled rather than averaged per column, so a column that hardly varies on the few held-out episodes
+    (a Jaco joint that barely moved) cannot send the entry's score to −50.
+    """
+    prediction = fit_ridge(train_x, train_y, choose_ridge(train_x, train_y))(test_x)
     out = {}
     for key, where in groups.items():
-        valid = scores[where][~np.isnan(scores[where])]
-        if len(valid):
-            out[key] = float(valid.mean())
+        target = test_y[:, where]
+        total = (target - target.mean(0)).pow(2).sum()
+        if total > 1e-12:
+            out[key] = float(1.0 - (prediction[:, where] - target).pow(2).sum() / total)
     return out
 
 
@@ -261,6 +266,21 @@ def collect_episodes(encode, data, holdout_fraction: float, tubelet: int = 1, ma
                     features = encode(frames)[0].flatten(1).float().cpu()
                     out.append(EpisodeFeatures(task, features, state[::tubelet], side == "heldout"))
     return out
+
+
+@torch.no_grad()
+def probe_model(model, data, holdout_fraction: float, max_episodes: int = 24, max_steps: int = 100,
+                seed: int = 0) -> ProbeResult | None:
+    """The state probe of ``model``'s (target) encoder on ``data``; ``None`` when no dataset stores states."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        episodes = collect_episodes(lambda frames: model.encode(frames.to(device), target=True), data,
+                                    holdout_fraction, model.config.encoder.tubelet, max_episodes, max_steps, seed)
+    finally:
+        model.train(was_training)
+    return probe_states(episodes) if episodes else None
 
 
 def format_table(result: ProbeResult) -> str:

@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         verdict = condition_verdict(metrics, summary["condition"])
         if verdict:
             print(verdict)
+        probes = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("probe/state/")}
+        if probes:
+            print("state probe, held-out R² of the pose from the trained encoder's features: "
+                  + ", ".join(f"{task} {r2:.2f}" for task, r2 in probes.items()) + f" ({out}/state_probe.md)")
         print(f"results in {out}/: metrics.jsonl, config.yaml, checkpoints/ (latest: {summary['checkpoint']}), "
               f"rollouts/*.png|gif, tensorboard/ (tensorboard --logdir {out}/tensorboard)")
     return 0

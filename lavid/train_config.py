@@ -113,6 +113,9 @@ class TrainConfig:
         eval_batches: held-out batches per evaluation.
         rollout_horizon: steps predicted autoregressively in the rollout evaluation.
         keep_checkpoints: how many recent checkpoints to keep.
+        probe_episodes: after training, the state probe (:mod:`lavid.state_probe`) of the trained encoder on
+            up to this many training and as many held-out episodes per task of the sources that store
+            simulator states; logged as ``probe/...`` and written to ``state_probe.md`` (0: skip).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -129,10 +132,12 @@ class TrainConfig:
     rollout_horizon: int = 3
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    probe_episodes: int = 24
     progress: bool = True
 
     def validate(self, prefix: str = "") -> None:
         check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        check(self.probe_episodes >= 0, "probe_episodes", f"must be >= 0, got {self.probe_episodes}")
         check(bool(self.out_dir), "out_dir", "must not be empty")
         check(self.log_every >= 1, "log_every", "must be >= 1")
         check(self.eval_every >= 0, "eval_every", "must be >= 0")

@@ -114,6 +114,24 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def _probe(model, config: TrainConfig, out: Path, step: int, metrics: MetricsLog) -> dict[str, float]:
+    """The trained encoder's state probe on the sources that store simulator states (none: nothing)."""
+    from lavid.state_probe import StateProbeError, format_table, probe_model
+
+    paths = [path for path, _ in config.data.sources()]
+    try:
+        result = probe_model(model, paths, config.data.holdout_fraction, config.probe_episodes, seed=config.seed)
+    except StateProbeError as error:  # the run is done and saved: report, do not fail it
+        log.warning("state probe skipped: %s", error)
+        return {}
+    if result is None or not result.state:
+        return {}
+    summary = result.summary()
+    metrics.write(step, summary)
+    (out / "state_probe.md").write_text(format_table(result) + "\n")
+    return summary
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training; returns a summary with the final metrics and where results are."""
     from accelerate import Accelerator
@@ -141,6 +159,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
     actions = config.model.action_dim if config.model.condition == "action" else None
     data = build_training_data(config.data, config.model.encoder.tubelet, pad_actions=actions)
     model = LatentActionWorldModel(config.model, frame_stride=config.data.frame_stride)
+    if accelerator.num_processes > 1 and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
+        if accelerator.device.type == "cuda":  # batch statistics over the global batch, as one process has them
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif main:
+            log.warning("BatchNorm statistics are per process on %s (SyncBatchNorm needs CUDA): a run on %d "
+                        "processes is not the same as one process with the same global batch",
+                        accelerator.device.type, accelerator.num_processes)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.optim.weight_decay), lr=config.optim.lr,
                                   betas=tuple(config.optim.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -231,6 +256,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         else:
             epoch, consumed = epoch + 1, 0
     bar.close()
+    if main and config.probe_episodes:
+        last.update(_probe(core, config, out, step, metrics))
     metrics.close()
     accelerator.wait_for_everyone()
     return {"out_dir": str(out), "step": step, "metrics": last,

@@ -26,14 +26,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """Episodes to collect for one task seen from one camera."""
+    """Episodes to collect for one task seen from one camera (``policy``: this spec's behaviour policy;
+    ``None`` is the dataset's)."""
 
     task: str
     episodes: int
     camera: int | str | None = None
     episode_len: int | None = None
+    policy: str | None = None
 
     def __post_init__(self) -> None:
+        if self.policy is not None:
+            check_policy_name(self.policy)
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1 for {self.task}, got {self.episodes}")
         if self.episode_len is not None and self.episode_len < 1:
@@ -67,19 +71,23 @@ class TrajectoryConfig:
 
 
 PRESETS: dict[str, tuple[TaskSpec, ...]] = {
-    # A small stand-in for in-the-wild video: several bodies, cameras and motions, no common embodiment.
-    # About 4,600 frames; ~2 minutes on 2 CPU cores (see BENCHMARKS.md).
+    # A small stand-in for in-the-wild video: several bodies and motions, no common embodiment, chosen so
+    # the action shows (BENCHMARKS.md, "Features that see the action"): mostly white-noise actions, which
+    # history cannot predict, some temporally smooth ones; with action repeat 4 a step moves the body
+    # visibly. Reacher has the most episodes: the true-action and state-probe figures are read on it.
+    # About 6,800 frames; ~2 minutes on 2 CPU cores (see BENCHMARKS.md).
     "mix": (
-        TaskSpec("walker-walk", 6, camera=0, episode_len=100),
-        TaskSpec("walker-walk", 6, camera=1, episode_len=100),
-        TaskSpec("cheetah-run", 6, camera=0, episode_len=100),
-        TaskSpec("hopper-stand", 6, camera=0, episode_len=100),
-        TaskSpec("cartpole-swingup", 6, camera=0, episode_len=100),
-        TaskSpec("finger-spin", 6, camera=0, episode_len=100),
-        TaskSpec("reacher-easy", 6, camera=0, episode_len=100),
-        TaskSpec("jaco-reach", 4, camera=None, episode_len=100),
+        TaskSpec("reacher-easy", 40, camera=0, episode_len=50, policy="random"),
+        TaskSpec("reacher-easy", 20, camera=0, episode_len=50, policy="smooth"),
+        TaskSpec("walker-walk", 16, camera=0, episode_len=50, policy="random"),
+        TaskSpec("cheetah-run", 16, camera=0, episode_len=50, policy="random"),
+        TaskSpec("finger-spin", 16, camera=0, episode_len=50, policy="random"),
+        TaskSpec("cartpole-swingup", 16, camera=0, episode_len=50, policy="smooth"),
+        TaskSpec("jaco-reach", 12, camera=None, episode_len=50, policy="random"),
     ),
 }
+PRESET_ACTION_REPEAT = {"mix": 4}
+"""Control steps per stored step for each preset (``data_prep/dmc.py --preset`` uses it)."""
 
 
 @dataclass(frozen=True)
@@ -89,22 +97,27 @@ class EpisodeJob:
     index: int
     seed: int
     episode_len: int | None
+    policy: str | None = None  # set only when its spec names a policy of its own
 
     @property
     def source(self) -> str:
         camera = "default" if self.camera is None else self.camera
-        return f"sim:{self.task}/camera={camera}/episode={self.index}"
+        policy = "" if self.policy is None else f"/policy={self.policy}"
+        return f"sim:{self.task}/camera={camera}{policy}/episode={self.index}"
 
 
-def episode_seed(seed: int, task: str, camera: Any, index: int) -> int:
+def episode_seed(seed: int, task: str, camera: Any, index: int, policy: str | None = None) -> int:
     """A seed for one episode that depends only on what it is, not on which worker runs it."""
     key = [seed, zlib.crc32(task.encode()), zlib.crc32(str(camera).encode()), index]
+    if policy is not None:
+        key.append(zlib.crc32(policy.encode()))
     return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
 def episode_jobs(config: TrajectoryConfig) -> list[EpisodeJob]:
     return [
-        EpisodeJob(spec.task, spec.camera, k, episode_seed(config.seed, spec.task, spec.camera, k), spec.episode_len)
+        EpisodeJob(spec.task, spec.camera, k, episode_seed(config.seed, spec.task, spec.camera, k, spec.policy),
+                   spec.episode_len, spec.policy)
         for spec in config.tasks
         for k in range(spec.episodes)
     ]
@@ -197,7 +210,8 @@ def rollout(job: EpisodeJob, config: TrajectoryConfig, robot_columns: bool) -> I
     try:
         rng = np.random.default_rng(job.seed)
         record = env.reset()
-        policy = make_policy(config.policy, record.state.shape[0], env.action_low, env.action_high)
+        policy_name = job.policy or config.policy
+        policy = make_policy(policy_name, record.state.shape[0], env.action_low, env.action_high)
         policy.reset(rng)
         length = min(job.episode_len or env.max_steps, env.max_steps)
         columns: dict[str, list] = {k: [] for k in ("frame", "action", "reward", "state", "physics")}
@@ -241,7 +255,7 @@ def rollout(job: EpisodeJob, config: TrajectoryConfig, robot_columns: bool) -> I
             "task": job.task,
             "camera": str(env.camera),
             "seed": job.seed,
-            "policy": config.policy,
+            "policy": policy_name,
             "return": float(steps["reward"].sum()),
             "fps": fps,
             "action_dim": env.action_dim,
@@ -317,6 +331,7 @@ def build_trajectory_dataset(
         "clip_len": config.clip_len,
         "action_repeat": config.action_repeat,
         "policy": config.policy,
+        "policies": sorted({spec.policy or config.policy for spec in config.tasks}),
         "tasks": sorted({spec.task for spec in config.tasks}),
         "task_dims": layout.dims,
         "materialized": True,

@@ -125,6 +125,25 @@ def test_resume_per_episode_in_library(tmp_path):
     assert a.data.equals(b.data)
 
 
+def test_each_task_spec_may_name_its_own_policy(tmp_path):
+    """The default preset mixes white-noise and smooth episodes of one task: each keeps its own policy."""
+    config = TrajectoryConfig((TaskSpec("cartpole-swingup", 2, episode_len=12, policy="random"),
+                               TaskSpec("cartpole-swingup", 2, episode_len=12, policy="smooth")),
+                              size=16, clip_len=4, action_repeat=1)
+    build_trajectory_dataset(str(tmp_path / "mixed"), config, progress=False)
+    episodes = datasets.load_from_disk(str(tmp_path / "mixed" / "episodes"))
+    dataset = ClipDataset(tmp_path / "mixed", columns=[])
+    assert sorted(episodes["policy"]) == ["random", "random", "smooth", "smooth"]
+    assert len(set(episodes["source"])) == 4 and all("/policy=" in s for s in episodes["source"])
+    jitter = {}
+    for i, policy in enumerate(episodes["policy"]):
+        actions = np.asarray(read_rows(dataset.steps, int(dataset.first_row[i]), 12, ["action"])["action"])
+        jitter.setdefault(policy, []).append(float(abs(actions[1:] - actions[:-1]).mean()))
+    assert max(jitter["smooth"]) < min(jitter["random"])
+    with pytest.raises(PolicyError):
+        TaskSpec("cartpole-swingup", 1, policy="greedy")
+
+
 def test_restored_state_renders_the_stored_frame(walker):
     stored = load_step(walker, episode=1, step=13)
     image, pinch = render_state(stored.task, stored.physics, size=32, camera=stored.camera)

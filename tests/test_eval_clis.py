@@ -27,7 +27,7 @@ def call(script: Path, *args, timeout: int = 600) -> subprocess.CompletedProcess
 @pytest.fixture(scope="module")
 def trained_run(sim_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("evalrun") / "run"
-    run(*TINY, f"data={sim_data}", f"out_dir={out}", "steps=3", "eval_every=0")
+    run(*TINY, f"data={sim_data}", f"out_dir={out}", "steps=3", "eval_every=0", "model.latent.family=noisy")
     return out
 
 
@@ -136,7 +136,8 @@ def test_mae_stage_with_a_batch_larger_than_the_training_split_finishes(sim_data
     """A regression: an epoch with no full batch used to loop forever (the ablate test hung in CI)."""
     out = tmp_path / "mae.pth"
     result = subprocess.run([sys.executable, str(ROOT / "data_prep" / "pretrain_encoder.py"), "--out", str(out),
-                             "--steps", "2", "--batch-size", "64", "--no-progress", *TINY, f"data.data={sim_data}"],
+                             "--steps", "2", "--batch-size", "64", "--no-progress", *TINY, f"data.data={sim_data}",
+                             "model.encoder.arch=vit"],
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.exists()

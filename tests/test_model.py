@@ -346,29 +346,40 @@ def action_task(batch, generator, weights, frames=8, tubelet=2):
     return torch.cat([start, start + deltas.cumsum(1)], 1), actions
 
 
-def test_action_conditioned_predictor_learns_to_use_its_actions():
+def test_true_action_model_beats_history_alone_where_the_change_depends_only_on_the_action():
     from lavid.actions import transition_actions
 
     torch.manual_seed(0)
     tokens, dim, action_dim, tubelet = 4, 8, 2, 2
     weights = torch.randn(tokens, dim, tubelet * action_dim) * 0.5
-    predictor = Predictor(PredictorConfig(dim=32, depth=1, num_heads=2, max_steps=8), dim, tokens,
-                          cond_dim=tubelet * action_dim)
-    optimizer = torch.optim.AdamW(predictor.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(1)
-    for _ in range(300):
-        states, actions = action_task(32, generator, weights)
-        loss = (predictor(states[:, :-1], transition_actions(actions, tubelet)) - states[:, 1:]).abs().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        states, actions = action_task(64, torch.Generator().manual_seed(2), weights)
-        cond = transition_actions(actions, tubelet)
-        own = (predictor(states[:, :-1], cond) - states[:, 1:]).abs().mean()
-        shuffled = (predictor(states[:, :-1], torch.roll(cond, 1, dims=0)) - states[:, 1:]).abs().mean()
-        copy = (states[:, :-1] - states[:, 1:]).abs().mean()
-    assert own < 0.25 * shuffled and own < 0.25 * copy, (own, shuffled, copy)
+    errors = {}
+    for condition in ("history", "action"):
+        torch.manual_seed(0)
+        predictor = Predictor(PredictorConfig(dim=32, depth=1, num_heads=2, max_steps=8), dim, tokens,
+                              cond_dim=tubelet * action_dim)
+        optimizer = torch.optim.AdamW(predictor.parameters(), lr=3e-3)
+        generator = torch.Generator().manual_seed(1)
+
+        def cond_of(actions):
+            cond = transition_actions(actions, tubelet)
+            return cond if condition == "action" else torch.zeros_like(cond)
+
+        for _ in range(300):
+            states, actions = action_task(32, generator, weights)
+            loss = (predictor(states[:, :-1], cond_of(actions)) - states[:, 1:]).abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            states, actions = action_task(64, torch.Generator().manual_seed(2), weights)
+            cond = cond_of(actions)
+            own = (predictor(states[:, :-1], cond) - states[:, 1:]).abs().mean()
+            shuffled = (predictor(states[:, :-1], torch.roll(cond, 1, dims=0)) - states[:, 1:]).abs().mean()
+            copy = (states[:, :-1] - states[:, 1:]).abs().mean()
+        errors[condition] = (own / copy).item(), (shuffled / own).item()
+    # history alone cannot predict a change that only the action causes; the true action can
+    assert errors["history"][0] > 0.9 and errors["action"][0] < 0.25, errors
+    assert errors["action"][1] > 4 and abs(errors["history"][1] - 1) < 1e-6, errors
 
 
 def test_action_condition_builds_no_idm_and_needs_actions():

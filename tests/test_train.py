@@ -67,12 +67,19 @@ def test_bad_config_stops_before_work_naming_the_key(tmp_path, override, named):
 
 def test_run_writes_metrics_checkpoints_pictures_and_config(sim_data, tmp_path):
     out = tmp_path / "run"
-    result = run(*TINY, f"data={sim_data}", f"out_dir={out}", "steps=6", "eval_every=3", "checkpoint_every=3")
+    result = run(*TINY, f"data={sim_data}", f"out_dir={out}", "steps=6", "eval_every=3", "checkpoint_every=3",
+                 "model.latent.family=noisy")
     assert "done: 6 steps" in result.stdout and str(out) in result.stdout
     logged = metrics(out)
     train_rows = [m for m in logged if "loss" in m]
     assert [m["step"] for m in train_rows] == [1, 2, 3, 4, 5, 6]
-    assert {"prediction_loss", "latent_loss", "latent/kl", "lr", "clips_per_s"} <= set(train_rows[0])
+    # the default encoder is trained end to end, so its SIGReg term is logged with the loss
+    assert {"prediction_loss", "latent_loss", "latent/kl", "sigreg", "lr", "clips_per_s"} <= set(train_rows[0])
+    # the data stores simulator states: the trained encoder's state probe is logged, written and printed
+    probes = [m for m in logged if "probe/state/cartpole-swingup" in m]
+    assert len(probes) == 1 and probes[0]["step"] == 6 and "probe/change/cartpole-swingup" in probes[0]
+    assert "| cartpole-swingup |" in (out / "state_probe.md").read_text()
+    assert "state probe, held-out R²" in result.stdout
     evals = [m for m in logged if "eval/one_step" in m]
     assert [m["step"] for m in evals] == [3, 6] and "eval/rollout_h2" in evals[0]
     assert (out / "checkpoints" / "step_00000006" / "model.safetensors").exists()
@@ -108,8 +115,9 @@ def test_resume_after_kill_continues_the_same_curve(sim_data, tmp_path):
 
 
 def test_two_cpu_processes_match_one_process_with_the_same_global_batch(sim_data, tmp_path):
+    # a ViT encoder: the default conv encoder's BatchNorm keeps per-process statistics on CPU (no SyncBatchNorm)
     common = [*TINY, f"data.data={sim_data}", "steps=3", "eval_every=0", "checkpoint_every=0",
-              "model.latent.family=none"]
+              "model.latent.family=none", "model.encoder.arch=vit", "model.encoder.mode=ema", "model.loss=l1"]
     single = tmp_path / "one"
     run(*common, "optim.batch_size=4", f"out_dir={single}")
     double = tmp_path / "two"
@@ -124,6 +132,12 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(sim_data
     assert (double / "config.yaml").exists() and "done: 3 steps on 2 process(es)" in result.stdout
     for step in (1, 2, 3):
         assert two[step] == pytest.approx(one[step], rel=1e-4), (one, two)
+    # the default end-to-end conv encoder in two processes: SIGReg is taken over the gathered global batch
+    conv = tmp_path / "conv"
+    result = run(*TINY, f"data.data={sim_data}", "steps=2", "eval_every=0", "checkpoint_every=0",
+                 "optim.batch_size=2", f"out_dir={conv}", launcher=launcher)
+    assert "done: 2 steps on 2 process(es)" in result.stdout and "BatchNorm statistics are per process" in result.stderr
+    assert all(m["sigreg"] > 0 for m in metrics(conv) if "loss" in m)
 
 
 def test_feature_cache_gives_the_same_loss_as_frames(sim_data, tmp_path):
