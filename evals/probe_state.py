@@ -33,13 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    import torch
-
     from lavid.config import ConfigError, load_config
     from lavid.data import DatasetFormatError
     from lavid.encoder import CheckpointError
     from lavid.runs import RunError, load_run
-    from lavid.state_probe import StateProbeError, collect_episodes, format_table, probe_states
+    from lavid.state_probe import StateProbeError, format_table, probe_model
     from lavid.train_config import TrainConfig
 
     try:
@@ -54,18 +52,14 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(TrainConfig, args.config, args.overrides)
             set_seed(config.seed)  # the encoder lavid/train.py would start from
             model = LatentActionWorldModel(config.model).to(args.device)
-        model.eval()
         paths = [path for path, _ in config.data.sources()]
         for path in paths:
             if not Path(path).exists():
                 raise DatasetFormatError(f"dataset {path} does not exist")
-        episodes = collect_episodes(lambda frames: model.encode(frames.to(args.device), target=True), paths,
-                                    config.data.holdout_fraction, config.model.encoder.tubelet,
-                                    max_episodes=args.episodes, max_steps=args.max_steps, seed=config.seed)
-        if not episodes:
+        result = probe_model(model, paths, config.data.holdout_fraction, max_episodes=args.episodes,
+                             max_steps=args.max_steps, seed=config.seed)
+        if result is None:
             raise StateProbeError(f"no dataset of {config.data.data} stores simulator states to probe")
-        with torch.no_grad():
-            result = probe_states(episodes)
     except (ConfigError, RunError, DatasetFormatError, CheckpointError, StateProbeError, ValueError) as error:
         return fail(error)
     table = format_table(result)
