@@ -64,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         action_repeat = args.action_repeat
         if args.preset:
             tasks = PRESETS[args.preset]
-            action_repeat = action_repeat or PRESET_ACTION_REPEAT[args.preset]
+            action_repeat = PRESET_ACTION_REPEAT[args.preset] if action_repeat is None else action_repeat
         else:
             tasks = (TaskSpec(args.task, args.episodes, camera=args.camera, episode_len=args.episode_len),)
-        config = TrajectoryConfig(tasks, policy=args.policy, size=args.size, action_repeat=action_repeat or 2,
+        config = TrajectoryConfig(tasks, policy=args.policy, size=args.size, action_repeat=2 if action_repeat is None else action_repeat,
                                   clip_len=args.clip_len, stride=args.stride, seed=args.seed)
         meta = build_trajectory_dataset(args.out, config, workers=args.workers, overwrite=args.overwrite,
                                         progress=not args.no_progress)

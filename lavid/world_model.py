@@ -2,7 +2,8 @@
 
 For a clip of T frames (S = T / k steps):
 
-    s = LN(f(frames))                         [B, S, N, D]   (targets from the EMA encoder in ``ema`` mode)
+    s = LN(f(frames))                         [B, S, N, D]   (targets from the EMA encoder in ``ema`` mode;
+                                                             no LN in ``e2e`` mode: s = f(frames))
     raw_t = g(s_t, s_t+1)                     [B, S-1, R]
     z_t, L_z = family(raw_t)                  [B, S-1, C]
     ŝ_t+1 = p(s_0..t, z_0..t)                 [B, S-1, N, D]   (teacher forcing, one pass)
