@@ -167,8 +167,7 @@ def load_episodes(paths: list[str], holdout: float, max_steps: int):
     for path in paths:
         dataset = ClipDataset(path, columns=[])
         episodes = datasets.load_from_disk(str(dataset.root / "episodes"))
-        names = [f"{path}::{s}" for s in episodes["source"]]
-        _, heldout = split_by_episode(names, holdout)
+        _, heldout = split_by_episode(list(episodes["source"]), holdout)
         held = set(heldout)
         for i in range(len(episodes)):
             length = min(int(episodes[i]["num_steps"]), max_steps)

@@ -322,24 +322,69 @@ def make_loader(
     )
 
 
-def is_heldout(source: str, fraction: float) -> bool:
-    """Whether the episode/video ``source`` belongs to the held-out split (a stable hash of its name)."""
+def episode_identities(sources: list[str]) -> list[str]:
+    """Each episode/video source string reduced to what names the episode itself, not where it is stored.
+
+    Simulator episodes (``sim:task/camera=…/policy=…/episode=K``) are their own identity. Video files are
+    named by their path relative to the folder all of ``sources`` share; rows of a ``dataset:`` source by
+    the dataset folder's name and the row. So moving a dataset, or the videos it indexes, keeps its split.
+    """
+    from lavid.sources import DATASET_PREFIX
+
+    files = [s for s in sources if os.path.isabs(s)]
+    root = os.path.commonpath(files) if files else ""
+    if files and all(s == root for s in files):  # one video: its own name
+        root = os.path.dirname(root)
+    out = []
+    for source in sources:
+        if os.path.isabs(source):
+            out.append(os.path.relpath(source, root).replace(os.sep, "/"))
+        elif source.startswith(DATASET_PREFIX):
+            location, _, row = source[len(DATASET_PREFIX):].rpartition("#")
+            out.append(f"{os.path.basename(location.split('?')[0].rstrip('/'))}#{row}")
+        else:
+            out.append(source)
+    return out
+
+
+def episode_stratum(identity: str) -> str:
+    """The group an episode is drawn from: its task, camera and policy for a simulator episode (the
+    identity without ``/episode=K``), its sub-folder for a video file, its dataset for a dataset row."""
+    if "#" in identity:
+        return identity.partition("#")[0]
+    return identity.rpartition("/")[0]
+
+
+def _hash(identity: str) -> int:
     import zlib
 
-    return fraction > 0 and (zlib.crc32(source.encode("utf-8", "surrogateescape")) % 10_000) < fraction * 10_000
+    return zlib.crc32(identity.encode("utf-8", "surrogateescape"))
 
 
 def split_by_episode(sources: list[str], fraction: float) -> tuple[list[int], list[int]]:
-    """Indices of clips for training and held out, so that no episode has clips on both sides.
+    """Indices of clips (one source string each) for training and held out, stratified and stable.
 
-    If the hash puts every episode on one side, the last episode is moved across so both are non-empty.
+    Episodes are grouped by :func:`episode_stratum` (task / camera / policy, or video sub-folder); in each
+    group of ``n`` episodes, the ``round(fraction · n)`` with the lowest hash of their identity
+    (:func:`episode_identities`: not the dataset's path) are held out, at least one and never all of
+    them, so every task that has two episodes or more is scored. No episode has clips on both sides.
     """
-    held = [is_heldout(source, fraction) for source in sources]
-    if fraction > 0 and (all(held) or not any(held)) and len(set(sources)) > 1:
-        last = sources[-1]
-        held = [(source == last) for source in sources]
-    train = [i for i, h in enumerate(held) if not h]
-    heldout = [i for i, h in enumerate(held) if h]
+    identities = episode_identities(sources)
+    held_episodes: set[str] = set()
+    if fraction > 0:
+        strata: dict[str, set[str]] = {}
+        for identity in identities:
+            strata.setdefault(episode_stratum(identity), set()).add(identity)
+        for members in strata.values():
+            if len(members) < 2:
+                continue
+            count = min(len(members) - 1, max(1, round(fraction * len(members))))
+            held_episodes.update(sorted(members, key=lambda m: (_hash(m), m))[:count])
+        episodes = sorted(set(identities), key=lambda m: (_hash(m), m))
+        if not held_episodes and len(episodes) > 1:  # every stratum holds one episode: split them as one
+            held_episodes = set(episodes[: min(len(episodes) - 1, max(1, round(fraction * len(episodes))))])
+    train = [i for i, identity in enumerate(identities) if identity not in held_episodes]
+    heldout = [i for i, identity in enumerate(identities) if identity in held_episodes]
     return train, heldout
 
 

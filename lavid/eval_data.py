@@ -43,8 +43,7 @@ def load_split(config: DataConfig, split: str, max_clips: int, seed: int = 0, ac
     for offset, (path, _) in enumerate(config.sources()):
         dataset = ClipDataset(path, columns=["action"] if actions else [], max_frames=config.frames,
                               frame_stride=config.frame_stride)
-        names = [f"{path}::{s}" for s in dataset.clips["source"]]
-        train, heldout = split_by_episode(names, config.holdout_fraction)
+        train, heldout = split_by_episode(list(dataset.clips["source"]), config.holdout_fraction)
         chosen = heldout if split == "heldout" else train
         if split == "heldout" and not chosen:
             chosen = train[:1]

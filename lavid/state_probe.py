@@ -245,8 +245,7 @@ def collect_episodes(encode, data, holdout_fraction: float, tubelet: int = 1, ma
             continue
         dataset, episodes = opened
         tasks = list(episodes["task"])
-        names = [f"{path}::{s}" for s in episodes["source"]]
-        train, heldout = split_by_episode(names, holdout_fraction)
+        train, heldout = split_by_episode(list(episodes["source"]), holdout_fraction)
         lengths = episodes["num_steps"]
         for side, indices in (("train", train), ("heldout", heldout)):
             by_task: dict[str, list[int]] = {}

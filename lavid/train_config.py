@@ -23,8 +23,10 @@ class DataConfig:
         frame_stride: keep every ``frame_stride``-th stored frame (a clip then needs
             ``frames × frame_stride`` stored frames); a kept frame's action is the ``frame_stride`` stored
             actions up to the next kept frame, concatenated.
-        holdout_fraction: share of episodes (videos) held out for evaluation, chosen by a hash of the
-            episode so train and held-out clips never share a video.
+        holdout_fraction: share of episodes (videos) held out for evaluation, in every task / camera /
+            policy (video sub-folder) with two episodes or more, chosen by a hash of the episode's own
+            name (not the dataset's path), so train and held-out clips never share an episode and a
+            moved dataset keeps its split (:func:`lavid.data.split_by_episode`).
         num_workers: DataLoader workers per process.
         build_default: build the default dataset when ``data`` is the default and missing.
 

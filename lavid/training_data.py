@@ -163,8 +163,7 @@ def build_training_data(config: DataConfig, tubelet: int, pad_actions: int | Non
             stride = f" x data.frame_stride={config.frame_stride}" if config.frame_stride > 1 else ""
             raise DatasetFormatError(f"clips of {path} have {clip_frames} frames; data.frames={config.frames}{stride} "
                                      f"needs {needed}")
-        names = [f"{path}::{s}" for s in dataset.clips["source"]]
-        train, heldout = split_by_episode(names, config.holdout_fraction)
+        train, heldout = split_by_episode(list(dataset.clips["source"]), config.holdout_fraction)
         if not train:
             raise DatasetFormatError(f"dataset {path} leaves no training clips after the held-out split")
         inputs = ModelInputs(dataset)
@@ -194,9 +193,15 @@ def _feature_data(config: DataConfig, sources: list[tuple[str, float]], tubelet:
         raise DatasetFormatError(
             f"feature cache {config.features} was made from data={cache.meta.get('data')!r}, not {config.data!r}"
         )
-    names = [f"{s}::{c}" for s, c in zip(cache.table["dataset"], cache.table["source"])]
-    train, heldout = split_by_episode(names, config.holdout_fraction)
-    dataset_of = cache.table["dataset"]
+    dataset_of, source_of = cache.table["dataset"], cache.table["source"]
+    train, heldout = [], []
+    for path in dict.fromkeys(dataset_of):  # each dataset split exactly as its clips are when not cached
+        rows = [i for i, d in enumerate(dataset_of) if d == path]
+        side_train, side_heldout = split_by_episode([source_of[i] for i in rows], config.holdout_fraction)
+        train += [rows[j] for j in side_train]
+        heldout += [rows[j] for j in side_heldout]
+    train.sort()
+    heldout.sort()
     weight_of = dict(sources)
     counts: dict[str, int] = {}
     for i in train:
