@@ -32,12 +32,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="random | smooth | checkpoint:PATH (default smooth; a preset sets its own per task)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to collect (default 10)")
     parser.add_argument("--episode-len", type=int, default=None, help="stored steps per episode (default: task's)")
-    parser.add_argument("--camera", default=None, help="camera index or name (default 0; front_close for jaco)")
+    parser.add_argument("--camera", default=None, help="camera index or name (default 0; front_close for jaco; jaco also has the overview view of lavid.sim.VIEWS)")
     parser.add_argument("--size", type=int, default=64, help="rendered frame side (default 64)")
     parser.add_argument("--action-repeat", type=int, default=None,
                         help="control steps per action (default 2; a preset's own for --preset)")
     parser.add_argument("--clip-len", type=int, default=16, help="steps per clip (default 16)")
-    parser.add_argument("--stride", type=int, default=None, help="steps between clip starts (default clip-len)")
+    parser.add_argument("--stride", type=int, default=None, help="steps between clip starts (default clip-len; 2 for --preset mix)")
     parser.add_argument("--workers", type=int, default=2, help="parallel simulator processes (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="discard what OUT holds and start again")
@@ -54,21 +54,22 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.policies import PolicyError
     from lavid.sim import SimError, ensure_renderer, task_names
     from lavid.store import StoreError
-    from lavid.trajectories import PRESET_ACTION_REPEAT, PRESETS, TaskSpec, TrajectoryConfig, build_trajectory_dataset
+    from lavid.trajectories import PRESET_ACTION_REPEAT, PRESET_CLIP_STRIDE, PRESETS, TaskSpec, TrajectoryConfig, build_trajectory_dataset
 
     if args.list_tasks:
         print("\n".join(task_names()))
         return 0
     try:
         ensure_renderer()  # before anything imports dm_control: it fixes the GL backend at import
-        action_repeat = args.action_repeat
+        action_repeat, stride = args.action_repeat, args.stride
         if args.preset:
             tasks = PRESETS[args.preset]
             action_repeat = PRESET_ACTION_REPEAT[args.preset] if action_repeat is None else action_repeat
+            stride = PRESET_CLIP_STRIDE[args.preset] if stride is None else stride
         else:
             tasks = (TaskSpec(args.task, args.episodes, camera=args.camera, episode_len=args.episode_len),)
         config = TrajectoryConfig(tasks, policy=args.policy, size=args.size, action_repeat=2 if action_repeat is None else action_repeat,
-                                  clip_len=args.clip_len, stride=args.stride, seed=args.seed)
+                                  clip_len=args.clip_len, stride=stride, seed=args.seed)
         meta = build_trajectory_dataset(args.out, config, workers=args.workers, overwrite=args.overwrite,
                                         progress=not args.no_progress)
     except (SimError, PolicyError, StoreError, ValueError) as error:

@@ -17,6 +17,13 @@ import numpy as np
 ROBOT_TASKS = {"jaco-reach": "reach_site_features"}
 """lavid name -> dm_control.manipulation environment (rendered by us at the requested size)."""
 
+VIEWS = {"jaco-reach": {"overview": ((0.0, 0.0, 0.25), 1.1, 135.0, -30.0)}}
+"""Per task, named orbit cameras (``lookat`` xyz in m, distance m, azimuth °, elevation °) for views the
+model does not define. Jaco's only fixed camera, ``front_close``, crops the arm (in about one start pose
+in six it is out of frame, and the upper arm always is): ``overview`` shows the whole arm and the
+target from every start pose. It is not the default: measured, it did not make the arm's pose linearly
+readable from the features (BENCHMARKS.md, "Jaco's camera")."""
+
 JACO_CAMERA = "front_close"
 GL_BACKENDS = ("egl", "osmesa")
 
@@ -124,7 +131,8 @@ class SimEnv:
         task: ``domain-task`` (e.g. ``walker-walk``) or ``jaco-reach``.
         seed: seeds the task's initial-state randomness.
         size: rendered image side in pixels.
-        camera: camera index or name (default: 0 for suite tasks, ``front_close`` for Jaco).
+        camera: camera index or name, or a :data:`VIEWS` name (default: 0 for suite tasks,
+            ``front_close`` for Jaco).
         action_repeat: physics control steps per action.
         antialias: MuJoCo's 4x multisampling. Off by default: on the CPU's software OpenGL it costs about
             a third of the render time and hardly matters at 64 px (see BENCHMARKS.md).
@@ -149,6 +157,7 @@ class SimEnv:
             domain, _, name = task.partition("-")
             self._env = suite.load(domain, name, task_kwargs={"random": seed})
             self.camera = 0 if camera is None else camera
+        self._view = None  # an orbit camera of VIEWS, made at the first render
         self._check_camera()
         if not antialias:  # read when the render context is made, i.e. at the first render
             self.physics.model.vis.quality.offsamples = 0
@@ -162,11 +171,13 @@ class SimEnv:
         names = [model.id2name(i, "camera") for i in range(model.ncam)]
         if isinstance(self.camera, str) and self.camera.lstrip("-").isdigit():
             self.camera = int(self.camera)
-        valid = isinstance(self.camera, int) and -1 <= self.camera < model.ncam or self.camera in names
+        views = VIEWS.get(self.task, {})
+        valid = isinstance(self.camera, int) and -1 <= self.camera < model.ncam or self.camera in names \
+            or self.camera in views
         if not valid:
             raise SimError(
                 f"task {self.task} has no camera {self.camera!r}; cameras: -1 (free), "
-                + ", ".join(f"{i} ({n})" if n else str(i) for i, n in enumerate(names))
+                + ", ".join([f"{i} ({n})" if n else str(i) for i, n in enumerate(names)] + list(views))
             )
 
     @property
@@ -207,7 +218,17 @@ class SimEnv:
 
     def render(self) -> np.ndarray:
         """``[3, size, size]`` uint8 image from the camera."""
-        image = self.physics.render(self.size, self.size, camera_id=self.camera)
+        pose = VIEWS.get(self.task, {}).get(self.camera) if isinstance(self.camera, str) else None
+        if pose is None:
+            image = self.physics.render(self.size, self.size, camera_id=self.camera)
+        else:
+            if self._view is None or self._view[0] is not self.physics:  # a reset may recompile the physics
+                from dm_control.mujoco.engine import MovableCamera
+
+                camera = MovableCamera(self.physics, self.size, self.size)
+                camera.set_pose(*pose)
+                self._view = (self.physics, camera)
+            image = self._view[1].render()
         return np.ascontiguousarray(image.transpose(2, 0, 1))
 
     def proprio(self) -> np.ndarray:
@@ -240,6 +261,7 @@ class SimEnv:
             self.physics.forward()
 
     def close(self) -> None:
+        self._view = None
         close = getattr(self._env, "close", None)
         if close is not None:
             close()

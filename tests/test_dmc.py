@@ -169,6 +169,25 @@ def test_jaco_has_pinch_site_consistent_with_physics(jaco):
     assert np.array_equal(image, rows["frame"][7])
 
 
+def test_jaco_overview_view_renders_a_stored_state_from_a_fixed_pose(jaco):
+    stored = load_step(jaco, episode=1, step=5)
+    close, _ = render_state("jaco-reach", stored.physics, stored.target, size=48, camera="front_close")
+    overview, pinch = render_state("jaco-reach", stored.physics, stored.target, size=48, camera="overview")
+    again, _ = render_state("jaco-reach", stored.physics, stored.target, size=48, camera="overview")
+    assert overview.shape == (3, 48, 48) and np.array_equal(overview, again)  # a fixed pose, not the free camera
+    np.testing.assert_allclose(pinch, stored.pinch, atol=1e-5)
+
+    def arm_pixels(image):  # the arm is black: dark, unsaturated pixels (the floor is blue, the target red)
+        rgb = image.astype(int)
+        return int(((rgb.max(0) < 60) & (rgb.max(0) - rgb.min(0) < 25)).sum())
+
+    assert arm_pixels(overview) > 0 and not np.array_equal(overview, close)
+    with pytest.raises(SimError, match="overview"):
+        SimEnv("jaco-reach", seed=0, size=8, camera="overveiw")
+    with pytest.raises(SimError):
+        SimEnv("walker-walk", seed=0, size=8, camera="overview")  # views belong to their task
+
+
 def test_bad_task_policy_camera_fail_before_work(tmp_path):
     result = run_script("--task", "walker-wlk", "--out", tmp_path / "a", check=False)
     assert result.returncode == 2 and "valid tasks" in result.stderr and "walker-walk" in result.stderr
