@@ -47,6 +47,8 @@ class EncoderConfig:
         ema_momentum: EMA decay of the target encoder per optimizer step.
         sigreg: weight of the SIGReg term (``e2e``); the statistic is scaled per frame, not per token.
         sigreg_directions: random projections per SIGReg evaluation.
+        random_shift: training clips are shifted by up to this many pixels (DrQ's augmentation,
+            :mod:`lavid.augment`; one shift per clip); 0 turns it off. Evaluation never shifts.
         checkpoint: local weights file, or ``None`` for random initialization.
         checkpoint_layout: ``auto``, ``timm``, ``vjepa2`` or ``dinov2``.
         checkpoint_key: sub-dict to read from a V-JEPA 2 checkpoint (default ``target_encoder``).
@@ -67,6 +69,7 @@ class EncoderConfig:
     ema_momentum: float = 0.996
     sigreg: float = 0.1
     sigreg_directions: int = 256
+    random_shift: int = 0
     checkpoint: str | None = None
     checkpoint_layout: Literal["auto", "timm", "vjepa2", "dinov2"] = "auto"
     checkpoint_key: str | None = None
@@ -83,6 +86,8 @@ class EncoderConfig:
         check(0.0 <= self.ema_momentum < 1.0, f"{key}ema_momentum", "must be in [0, 1)")
         check(self.sigreg >= 0.0, f"{key}sigreg", f"must be >= 0, got {self.sigreg}")
         check(self.sigreg_directions >= 1, f"{key}sigreg_directions", "must be >= 1")
+        check(0 <= self.random_shift < self.img_size // 2, f"{key}random_shift",
+              f"must be in [0, img_size / 2), got {self.random_shift}")
         if self.arch == "conv":
             check(self.img_size % 8 == 0, f"{key}img_size", f"{self.img_size} is not a multiple of 8 (conv stack)")
             check(self.conv_channels >= 1 and self.conv_hidden >= 1, f"{key}conv_channels", "sizes must be >= 1")

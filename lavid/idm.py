@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from einops import rearrange, repeat
@@ -18,18 +19,24 @@ class IDMConfig:
 
     Attributes:
         dim, depth, num_heads, mlp_ratio: transformer size.
+        input: what the two token sets are: ``pair`` — ``s_t`` and ``s_t+1``; ``change`` — ``s_t`` and the
+            layer-normed change ``LN(s_t+1 − s_t)``, so a change that is a few percent of the features is
+            as loud as the features themselves (a diagnostic run found the IDM of ``pair`` collapsing to
+            a near-constant z when frozen ViT features hardly changed; issue 11).
     """
 
     dim: int = 128
     depth: int = 2
     num_heads: int = 4
     mlp_ratio: float = 4.0
+    input: Literal["pair", "change"] = "pair"
 
     def validate(self, prefix: str = "") -> None:
         key = (prefix + ".") if prefix else ""
         check(self.dim % self.num_heads == 0, f"{key}dim", f"{self.dim} not divisible by num_heads {self.num_heads}")
         check(self.dim % 4 == 0, f"{key}dim", "must be divisible by 4 (2D position embedding)")
         check(self.depth >= 1, f"{key}depth", "must be >= 1")
+        check(self.input in ("pair", "change"), f"{key}input", f"must be pair or change, got {self.input!r}")
 
 
 class InverseDynamics(nn.Module):
@@ -39,6 +46,7 @@ class InverseDynamics(nn.Module):
         super().__init__()
         from timm.models.vision_transformer import Block
 
+        self.input = config.input
         self.project = nn.Linear(in_dim, config.dim)
         self.register_buffer("position", sincos_2d(num_tokens, config.dim), persistent=False)
         self.which_step = nn.Parameter(torch.zeros(2, config.dim))
@@ -53,6 +61,8 @@ class InverseDynamics(nn.Module):
 
     def forward(self, current: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
         batch = current.shape[0]
+        if self.input == "change":
+            following = nn.functional.layer_norm(following - current, following.shape[-1:])
         pair = torch.stack([current, following], dim=2)  # [B, S, 2, N, D]
         tokens = self.project(pair) + self.position + self.which_step[:, None, :]
         tokens = rearrange(tokens, "b s two n d -> (b s) (two n) d")

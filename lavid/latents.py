@@ -34,6 +34,11 @@ class LatentConfig:
         family: one of ``noisy, sparse, discrete, fsq, none, deterministic``.
         dim: latent dimension D (128 in the paper).
         beta: noisy: weight of KL(q(z|s_t, s_t+1) || N(0, I)).
+        kl_warmup: noisy: share of training over which the KL weight rises linearly from 0 to ``beta``
+            (0: full weight from the first step).
+        free_bits: noisy: nats per latent dimension not penalized: each dimension's KL (averaged over
+            the batch) counts as ``max(KL_d, free_bits)``, so the IDM may put that much information in z
+            for free (Kingma et al. 2016). The logged ``latent/kl`` is the true KL.
         l1, l2, variance, covariance, mean: sparse: λ_l1 (swept), λ_l2, λ_V, λ_C, λ_M.
         codebook_size, commitment, reset_every: discrete: codes, commitment weight, and how many
             latents are seen between dead-code resets.
@@ -44,6 +49,8 @@ class LatentConfig:
     family: Literal["noisy", "sparse", "discrete", "fsq", "none", "deterministic"] = "noisy"
     dim: int = 128
     beta: float = 1e-4
+    kl_warmup: float = 0.0
+    free_bits: float = 0.0
     l1: float = 0.05
     l2: float = 1.0
     variance: float = 0.1
@@ -60,6 +67,8 @@ class LatentConfig:
         key = (prefix + ".") if prefix else ""
         check(self.dim >= 1, f"{key}dim", f"must be >= 1, got {self.dim}")
         check(self.beta >= 0, f"{key}beta", "must be >= 0")
+        check(0 <= self.kl_warmup <= 1, f"{key}kl_warmup", f"must be in [0, 1] (a share of training), got {self.kl_warmup}")
+        check(self.free_bits >= 0, f"{key}free_bits", f"must be >= 0 nats, got {self.free_bits}")
         for name in ("l1", "l2", "variance", "covariance", "mean", "commitment"):
             check(getattr(self, name) >= 0, f"{key}{name}", "must be >= 0")
         check(self.codebook_size >= 2, f"{key}codebook_size", "must be >= 2")
@@ -82,16 +91,25 @@ class LatentFamily(nn.Module):
     def sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError(f"the {type(self).__name__} family has no sampler")
 
+    def set_progress(self, fraction: float) -> None:
+        """Told the share of training done before each step (schedules such as the KL warm-up use it)."""
+
 
 class Noisy(LatentFamily):
     """VAE-like: raw = (mean, log-variance); z ~ N(mean, var) in training, the mean at eval.
 
-    ``L_z = β · KL(N(mean, var) || N(0, I))``, summed over latent dimensions, averaged over latents.
+    ``L_z = β · w · Σ_d max(KL_d, free_bits)``: ``KL_d`` the KL(N(mean, var) || N(0, I)) of dimension d
+    averaged over latents, ``w`` the warm-up weight (0 -> 1 over the first ``kl_warmup`` of training).
     """
 
     def __init__(self, config: LatentConfig) -> None:
         super().__init__()
         self.dim, self.raw_dim, self.beta = config.dim, 2 * config.dim, config.beta
+        self.kl_warmup, self.free_bits = config.kl_warmup, config.free_bits
+        self.weight = 1.0 if config.kl_warmup == 0 else 0.0  # until set_progress says otherwise
+
+    def set_progress(self, fraction: float) -> None:
+        self.weight = 1.0 if self.kl_warmup == 0 else min(1.0, max(0.0, fraction) / self.kl_warmup)
 
     def forward(self, raw: torch.Tensor, generator: torch.Generator | None = None):
         mean, logvar = raw.chunk(2, dim=-1)
@@ -101,10 +119,13 @@ class Noisy(LatentFamily):
             z = mean + noise * torch.exp(0.5 * logvar)
         else:
             z = mean
-        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1).mean()
+        kl_per_dim = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).reshape(-1, self.dim).mean(0)  # [C]
+        kl = kl_per_dim.sum()
+        penalized = kl_per_dim.clamp(min=self.free_bits).sum() if self.free_bits > 0 else kl
         stats = {"kl": kl.detach(), "z_norm": z.detach().norm(dim=-1).mean(),
-                 "posterior_std": torch.exp(0.5 * logvar).detach().mean()}
-        return z, self.beta * kl, stats
+                 "posterior_std": torch.exp(0.5 * logvar).detach().mean(),
+                 "kl_weight": kl.new_tensor(self.beta * self.weight)}
+        return z, self.beta * self.weight * penalized, stats
 
     def sample(self, shape, generator=None):
         return torch.randn(*shape, self.dim, generator=generator)

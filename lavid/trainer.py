@@ -217,6 +217,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             batch = _to_device(batch, accelerator.device)
             with accelerator.accumulate(model):
                 inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+                core.set_progress(step / config.steps)
                 result = model(**inputs, generator=generator)
                 accelerator.backward(result["loss"])
                 if accelerator.sync_gradients and config.optim.grad_clip > 0:

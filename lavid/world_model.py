@@ -199,6 +199,10 @@ class LatentActionWorldModel(nn.Module):
                 raise ValueError("cached features need a frozen encoder (encoder.mode=frozen)")
             states = targets = F.layer_norm(features.float(), features.shape[-1:])
         elif frames is not None:
+            if self.training and self.config.encoder.random_shift:
+                from lavid.augment import random_shift
+
+                frames = random_shift(frames, self.config.encoder.random_shift, generator)
             states, raw = self._encode(frames)
             if self.end_to_end:  # the target is trained too (no stop-gradient): SIGReg keeps it from collapsing
                 targets = states
@@ -229,6 +233,11 @@ class LatentActionWorldModel(nn.Module):
             "copy_baseline": copy_error,
             **{f"latent/{k}": v for k, v in stats.items()},
         }
+
+    def set_progress(self, fraction: float) -> None:
+        """The share of training done, ``[0, 1]``, for the latent family's schedules (the KL warm-up)."""
+        if self.family is not None:
+            self.family.set_progress(fraction)
 
     @torch.no_grad()
     def update_ema(self, momentum: float | None = None) -> None:

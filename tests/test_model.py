@@ -92,6 +92,26 @@ def test_noisy_kl_is_zero_at_the_prior_and_sampling_only_in_training():
     assert loss.item() == pytest.approx(0.5 * 8)
 
 
+def test_noisy_kl_warmup_and_free_bits():
+    raw = torch.cat([torch.full((6, 4), 0.5), torch.zeros(6, 4)], -1)  # KL 0.125 nats in each of 4 dims
+    warm = make_family(LatentConfig(family="noisy", dim=4, beta=2.0, kl_warmup=0.5)).eval()
+    weights = []
+    for fraction in (0.0, 0.25, 0.5, 0.9):
+        warm.set_progress(fraction)
+        _, loss, stats = warm(raw)
+        weights.append(loss.item() / (2.0 * 0.5))
+        assert stats["kl"].item() == pytest.approx(0.5)  # the true KL is logged whatever the weight
+    assert weights == pytest.approx([0.0, 0.5, 1.0, 1.0])
+    free = make_family(LatentConfig(family="noisy", dim=4, beta=1.0, free_bits=0.2)).eval()
+    _, loss, stats = free(raw)
+    assert loss.item() == pytest.approx(4 * 0.2) and stats["kl"].item() == pytest.approx(0.5)
+    raw.requires_grad_(True)
+    free(raw)[1].backward()
+    assert raw.grad.abs().max() == 0  # under the free bits, the KL does not pull z toward the prior
+    _, loss, _ = free(torch.cat([torch.full((6, 4), 1.0), torch.zeros(6, 4)], -1))  # 0.5 nats a dim
+    assert loss.item() == pytest.approx(2.0)
+
+
 def test_vq_straight_through_reaches_the_idm_and_dead_codes_get_reset():
     family = make_family(LatentConfig(family="discrete", dim=4, codebook_size=8, reset_every=10))
     family.train()
@@ -503,3 +523,52 @@ def test_end_to_end_encoder_collapses_without_sigreg_and_stays_spread_with_it():
             states = model.encode(moving_square_clips(8, seed=999))
         spread[weight] = states.flatten(0, 2).std(0).mean().item()
     assert spread[0.0] < 0.2 * spread[0.1], spread
+
+
+def test_an_idm_that_sees_the_change_tells_small_changes_apart():
+    from lavid.idm import IDMConfig, InverseDynamics
+
+    current = torch.randn(1, 1, 4, 16).expand(6, 1, 4, 16)
+    following = current + 0.04 * torch.randn(6, 1, 4, 16)  # six transitions whose change is ~4 % of the features
+
+    def spread(idm):  # spread ÷ norm of the raw latents across the transitions
+        raw = idm(current, following)[:, 0]
+        return ((raw - raw.mean(0)).norm(dim=-1).mean() / raw.norm(dim=-1).mean()).item()
+
+    torch.manual_seed(0)
+    pair = spread(InverseDynamics(IDMConfig(dim=32, depth=1, num_heads=2, input="pair"), 16, 4, 8))
+    torch.manual_seed(0)
+    change = spread(InverseDynamics(IDMConfig(dim=32, depth=1, num_heads=2, input="change"), 16, 4, 8))
+    assert pair < 0.03 and change > 0.1  # at init: the pair IDM gives almost one z, the change IDM six
+
+
+def test_random_shift_moves_each_clip_as_a_whole():
+    from lavid.augment import random_shift
+
+    frames = torch.zeros(8, 3, 3, 16, 16, dtype=torch.uint8)
+    frames[:, :, :, 6:10, 6:10] = 200  # a square, the same in every frame
+    frames[:, 1] = 0
+    frames[:, 1, :, 6:10, 7:11] = 200  # ... but one pixel further right in frame 1
+    shifted = random_shift(frames, 3, torch.Generator().manual_seed(0))
+    assert shifted.shape == frames.shape and shifted.dtype == torch.uint8
+    rows = [(s[0, 0] > 0).nonzero()[:, 0].min().item() for s in shifted]
+    assert len(set(rows)) > 1  # clips moved by different amounts
+    for clip in shifted:  # every frame of a clip moved alike: the square still moves by one pixel in frame 1
+        first, second = (clip[0, 0] > 0).nonzero(), (clip[1, 0] > 0).nonzero()
+        assert torch.equal(second[:, 0].unique(), first[:, 0].unique())
+        assert second[:, 1].min() == first[:, 1].min() + 1
+    assert torch.equal(random_shift(frames, 0), frames)
+
+
+def test_training_shifts_clips_and_evaluation_does_not():
+    model = LatentActionWorldModel(tiny_config("none", mode="e2e", arch="conv", img_size=32, random_shift=4))
+    frames = torch.randint(0, 255, (2, 4, 3, 32, 32), dtype=torch.uint8)
+
+    def loss(seed):  # the generator draws the shifts; SIGReg's directions come from the global RNG
+        torch.manual_seed(0)
+        return model(frames, generator=torch.Generator().manual_seed(seed))["prediction_loss"]
+
+    model.eval()
+    assert torch.equal(loss(0), loss(1))
+    model.train()
+    assert not torch.equal(loss(0), loss(1)) and torch.equal(loss(0), loss(0))

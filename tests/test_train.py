@@ -55,6 +55,8 @@ def losses(out: Path) -> dict[int, float]:
     ("model.latent.family=gaussian", "model.latent.family"),
     ("model.encoder.tubelet=2", "data.frames"),  # 4 frames = 2 steps: rollout_horizon 2 impossible
     ("data.frames=abc", "data.frames"),
+    ("model.latent.free_bits=-0.5", "model.latent.free_bits"),
+    ("model.latent.kl_warmup=1.5", "model.latent.kl_warmup"),
 ])
 def test_bad_config_stops_before_work_naming_the_key(tmp_path, override, named):
     out = tmp_path / "run"
@@ -244,3 +246,11 @@ def test_feature_cache_stores_strided_actions_and_refuses_another_stride(sim_dat
     assert item["features"].shape[0] == 2 and torch.equal(item["actions"], clip["action"])
     with pytest.raises(DatasetFormatError, match="data.frame_stride"):
         build_training_data(dataclasses.replace(config.data, features=str(cache), frame_stride=1), tubelet=1)
+
+
+def test_the_trainer_drives_the_kl_warmup(sim_data, tmp_path):
+    out = tmp_path / "warm"
+    run(*TINY, f"data={sim_data}", f"out_dir={out}", "steps=4", "eval_every=0", "probe_episodes=0",
+        "model.latent.family=noisy", "model.latent.beta=0.01", "model.latent.kl_warmup=1.0")
+    weights = [m["latent/kl_weight"] for m in metrics(out) if "latent/kl_weight" in m]
+    assert weights == pytest.approx([0.0, 0.0025, 0.005, 0.0075])  # β · step / (warm-up · steps), before each step
