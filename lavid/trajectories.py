@@ -89,6 +89,11 @@ PRESETS: dict[str, tuple[TaskSpec, ...]] = {
 PRESET_ACTION_REPEAT = {"mix": 4}
 """Control steps per stored step for each preset (``data_prep/dmc.py --preset`` uses it)."""
 
+PRESET_CLIP_STRIDE = {"mix": 2}
+"""Steps between clip starts for each preset. Clips overlap: training reads the first ``data.frames`` of
+a clip, so with a clip starting every ``clip_len`` steps the rest of each clip's frames were rendered and
+never trained on; overlapping windows cost nothing to render (BENCHMARKS.md)."""
+
 
 @dataclass(frozen=True)
 class EpisodeJob:
