@@ -134,11 +134,12 @@ class EpisodeFeatures:
 
 @dataclass
 class ProbeResult:
-    """R² per task and pose entry, for the state and the change probe."""
+    """R² per task and pose entry, for the state and the change probe; per task, ``samples`` is
+    ``(training steps, held-out steps, training episodes, held-out episodes)``."""
 
     state: dict[str, dict[str, float]] = field(default_factory=dict)
     change: dict[str, dict[str, float]] = field(default_factory=dict)
-    samples: dict[str, tuple[int, int]] = field(default_factory=dict)
+    samples: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float]:
         """Flat ``probe/{state,change}/{task}`` (mean over the task's pose entries) and their means."""
@@ -200,7 +201,8 @@ def probe_states(episodes: list[EpisodeFeatures], max_dim: int = 512) -> ProbeRe
             test_x, test_y = stack(test, kind == "change")
             train_x, test_x = reduce_dim(train_x, test_x, max_dim)
             getattr(result, kind)[task] = _r2_per_group(train_x, train_y, test_x, test_y, local)
-        result.samples[task] = (sum(len(e.features) for e in train), sum(len(e.features) for e in test))
+        result.samples[task] = (sum(len(e.features) for e in train), sum(len(e.features) for e in test),
+                                len(train), len(test))
     return result
 
 
@@ -283,12 +285,15 @@ def probe_model(model, data, holdout_fraction: float, max_episodes: int = 24, ma
 
 
 def format_table(result: ProbeResult) -> str:
-    """A markdown table: task, train/held-out steps, state R², change R², and each pose entry's state R²."""
-    lines = ["| task | steps (train / held out) | state R² | change R² | state R² per entry |", "|---|---|---|---|---|"]
+    """A markdown table: task, train/held-out episodes and steps, state R², change R², each pose entry's
+    state R². R² is relative to the held-out steps' own variance: with one held-out episode that is the
+    motion within it, and the score says little (the episode counts are there to show it)."""
+    lines = ["| task | episodes (train / held out) | steps (train / held out) | state R² | change R² | state R² per entry |",
+             "|---|---|---|---|---|---|"]
     for task in result.state:
         state, change = result.state[task], result.change.get(task, {})
         entries = ", ".join(f"{k} {v:.2f}" for k, v in state.items())
-        train, test = result.samples[task]
-        lines.append(f"| {task} | {train} / {test} | {np.mean(list(state.values())):.3f} | "
+        train, test, train_episodes, test_episodes = result.samples[task]
+        lines.append(f"| {task} | {train_episodes} / {test_episodes} | {train} / {test} | {np.mean(list(state.values())):.3f} | "
                      f"{np.mean(list(change.values())) if change else float('nan'):.3f} | {entries} |")
     return "\n".join(lines)
