@@ -132,8 +132,11 @@ def condition_verdict(metrics: dict[str, Any], condition: str = "latent") -> str
         return ""
     gain = metrics["eval/latent_gain"]
     verdict = "the condition is used" if gain >= GAIN_USED else "not used yet"
-    return (f"held-out one-step / copy ratio {metrics['eval/ratio']:.3f}; {condition} gain {gain:.3f} (error with "
+    line = (f"held-out one-step / copy ratio {metrics['eval/ratio']:.3f}; {condition} gain {gain:.3f} (error with "
             f"another clip's {condition}s / with its own): {verdict}")
+    if "latent/kl" in metrics:  # the noisy family: how much z says, in nats, at the last logged step
+        line += f"; KL {metrics['latent/kl']:.2f} nats per transition"
+    return line
 
 
 @torch.no_grad()

@@ -4,6 +4,7 @@ video files, evals/leakage.py, and clean errors for bad runs and videos."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from test_train import ROOT, TINY, run
 ABLATE = ROOT / "evals" / "ablate.py"
 TRANSFER = ROOT / "evals" / "transfer.py"
 LEAKAGE = ROOT / "evals" / "leakage.py"
+PROBE_ACTION = ROOT / "evals" / "probe_action.py"
 
 
 def call(script: Path, *args, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -141,3 +143,18 @@ def test_mae_stage_with_a_batch_larger_than_the_training_split_finishes(sim_data
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.exists()
+
+
+def test_action_probe_scores_z_and_the_feature_change_per_task(trained_run, sim_data, tmp_path):
+    result = call(PROBE_ACTION, "--checkpoint", trained_run, "--train-clips", 20, "--clips", 20, "--out", tmp_path / "p")
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads((tmp_path / "p" / "action_probe.json").read_text())
+    row = scores["cartpole-swingup"]
+    assert row["train"] > 0 and row["heldout"] > 0  # transitions on both sides of the run's split
+    assert all(math.isfinite(row[k]) and row[k] <= 1 for k in ("z", "change"))  # R², scored on held-out clips
+    assert "cartpole-swingup" in (tmp_path / "p" / "action_probe.md").read_text()
+    history = tmp_path / "det"
+    run(*TINY, f"data={sim_data}", f"out_dir={history}", "steps=1", "eval_every=0", "probe_episodes=0",
+        "model.latent.family=deterministic")
+    result = call(PROBE_ACTION, "--checkpoint", history, "--out", tmp_path / "q")
+    assert result.returncode == 2 and "no inferred latent" in result.stderr and "Traceback" not in result.stderr

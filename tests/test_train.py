@@ -250,7 +250,9 @@ def test_feature_cache_stores_strided_actions_and_refuses_another_stride(sim_dat
 
 def test_the_trainer_drives_the_kl_warmup(sim_data, tmp_path):
     out = tmp_path / "warm"
-    run(*TINY, f"data={sim_data}", f"out_dir={out}", "steps=4", "eval_every=0", "probe_episodes=0",
-        "model.latent.family=noisy", "model.latent.beta=0.01", "model.latent.kl_warmup=1.0")
+    result = run(*TINY, f"data={sim_data}", f"out_dir={out}", "steps=4", "eval_every=4", "probe_episodes=0",
+                 "model.latent.family=noisy", "model.latent.beta=0.01", "model.latent.kl_warmup=1.0")
     weights = [m["latent/kl_weight"] for m in metrics(out) if "latent/kl_weight" in m]
     assert weights == pytest.approx([0.0, 0.0025, 0.005, 0.0075])  # β · step / (warm-up · steps), before each step
+    kl = [m["latent/kl"] for m in metrics(out) if "latent/kl" in m][-1]
+    assert f"KL {kl:.2f} nats per transition" in result.stdout  # the closing line says how much z carries
