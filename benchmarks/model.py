@@ -4,9 +4,13 @@
    size (128 px, ViT-S-like encoder and predictor), frozen and EMA-finetuned encoders.
 2. The frame-causal predictor with its cached mask vs the same predictor building a dense boolean
    mask on every call (the naive way); interleaved runs, medians.
+3. The default model's training step (configs/tiny.yaml: conv encoder end to end, batch 16 × 8 frames)
+   in float32, under bf16 autocast on the CPU, and through ``torch.compile``; interleaved, medians,
+   with each variant's first step (compilation) and first loss. (A compiled graph draws its random
+   numbers with its own generator, so its loss differs from the eager one in the noise, not the model.)
 
 Usage:
-    python benchmarks/model.py [--repeats 5] [--threads 2]
+    python benchmarks/model.py [--repeats 5] [--threads 2] [--skip-sizes] [--no-compile]
 """
 
 from __future__ import annotations
@@ -74,19 +78,69 @@ def mask_comparison(repeats: int) -> tuple[float, float]:
     return statistics.median(timings["cached"][1:]), statistics.median(timings["naive"][1:])
 
 
+def default_step_times(repeats: int, compile_model: bool) -> dict[str, tuple[float, float]]:
+    """``{variant: (median s / step, loss of the first step, s of the first step)}`` for the default config's model, one
+    optimizer step per variant in turn (each variant has its own copy of the same initial weights)."""
+    import copy
+
+    from lavid.cli import DEFAULT_CONFIG
+    from lavid.config import load_config
+    from lavid.train_config import TrainConfig
+
+    config = load_config(TrainConfig, str(DEFAULT_CONFIG), [])
+    torch.manual_seed(0)
+    base = LatentActionWorldModel(config.model).train()
+    size, batch, frames = config.model.encoder.img_size, config.optim.batch_size, config.data.frames
+    clips = torch.randint(0, 256, (batch, frames, 3, size, size), dtype=torch.uint8)
+    variants = {"float32": (copy.deepcopy(base), False), "bf16 autocast": (copy.deepcopy(base), True)}
+    if compile_model:
+        variants["torch.compile, float32"] = (torch.compile(copy.deepcopy(base)), False)
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, (model, _) in variants.items()}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    first_loss: dict[str, float] = {}
+    first_time: dict[str, float] = {}
+    for i in range(repeats + 2):  # two warm-up rounds: allocators, and compilation for the compiled model
+        for name, (model, bf16) in variants.items():
+            generator = torch.Generator().manual_seed(i)
+            torch.manual_seed(i)
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(clips, generator=generator)
+            optimizers[name].zero_grad()
+            out["loss"].backward()
+            optimizers[name].step()
+            elapsed = time.perf_counter() - start
+            if i == 0:
+                first_loss[name], first_time[name] = out["loss"].item(), elapsed
+            if i >= 2:
+                times[name].append(elapsed)
+    return {name: (statistics.median(times[name]), first_loss[name], first_time[name]) for name in variants}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-sizes", action="store_true", help="only the mask and default-step comparisons")
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out of the default-step table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, batch 8 clips x 8 frames, noisy latents, AdamW")
-    print("| size | encoder | s / step (median) | clips / s |")
-    print("|---|---|---|---|")
-    for name, (overrides, batch, frames) in SIZES.items():
-        for mode in ("frozen", "ema"):
-            seconds = step_time(overrides, mode, batch, frames, args.repeats)
-            print(f"| {name} | {mode} | {seconds:.3f} | {batch / seconds:.1f} |")
+    if not args.skip_sizes:
+        print(f"torch {torch.__version__}, {args.threads} threads, batch 8 clips x 8 frames, noisy latents, AdamW")
+        print("| size | encoder | s / step (median) | clips / s |")
+        print("|---|---|---|---|")
+        for name, (overrides, batch, frames) in SIZES.items():
+            for mode in ("frozen", "ema"):
+                seconds = step_time(overrides, mode, batch, frames, args.repeats)
+                print(f"| {name} | {mode} | {seconds:.3f} | {batch / seconds:.1f} |")
+    print()
+    print(f"default training step (configs/tiny.yaml model), torch {torch.__version__}, {args.threads} threads")
+    print("| variant | s / step (median) | × float32 | first step (s; compiles) | loss of step 1 |")
+    print("|---|---|---|---|---|")
+    results = default_step_times(args.repeats, not args.no_compile)
+    reference = results["float32"][0]
+    for name, (seconds, loss, first) in results.items():
+        print(f"| {name} | {seconds:.3f} | {seconds / reference:.2f} | {first:.1f} | {loss:.4f} |")
     cached, naive = mask_comparison(args.repeats * 4)
     print()
     print("| predictor forward (8 x 7 steps x 64 tokens) | ms (median) |")
