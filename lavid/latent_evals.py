@@ -41,13 +41,15 @@ def encode_clips(model, frames: torch.Tensor, batch_size: int = 16) -> tuple[tor
 
 def pair_across_videos(episodes: torch.Tensor, states: torch.Tensor, targets: torch.Tensor,
                        pool_episodes: torch.Tensor, pool_states: torch.Tensor, pool_targets: torch.Tensor,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...] | None:
-    """Each clip A with a random clip B of another video from the pool; ``None`` if no pair exists.
+                       generator: torch.Generator | None = None, groups: torch.Tensor | None = None,
+                       pool_groups: torch.Tensor | None = None) -> tuple[torch.Tensor, ...] | None:
+    """Each clip A with a random clip B of another video from the pool (of A's own group, e.g. task,
+    when ``groups`` / ``pool_groups`` are given); ``None`` if no pair exists.
 
     Returns:
         ``(states_a, targets_a, states_b, targets_b)``, each ``[P, S, N, D]``.
     """
-    partners = leakage.pair_with_other_episodes(episodes, generator, pool_episodes)
+    partners = leakage.pair_with_other_episodes(episodes, generator, pool_episodes, groups, pool_groups)
     valid = (partners >= 0).nonzero().flatten()
     if not len(valid):
         return None
@@ -56,11 +58,13 @@ def pair_across_videos(episodes: torch.Tensor, states: torch.Tensor, targets: to
 
 
 @torch.no_grad()
-def scene_pairs(model, config, clips: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def scene_pairs(model, config, clips: int, seed: int = 0, same_task: bool = False) -> tuple[torch.Tensor, ...]:
     """Held-out clips A paired with clips B of other videos (held-out or training) for leakage / transfer.
 
     Args:
         config: the run's :class:`~lavid.train_config.DataConfig`.
+        same_task: B comes from another episode of A's own simulator task (a cut between two scenes of
+            the kind the model was trained on), not from any other video.
 
     Returns:
         ``(states_a, targets_a, states_b, targets_b)``, each ``[P, S, N, D]``.
@@ -74,11 +78,17 @@ def scene_pairs(model, config, clips: int, seed: int = 0) -> tuple[torch.Tensor,
     train = load_split(config, "train", clips, seed=seed, actions=False)
     states, targets = encode_clips(model, torch.cat([heldout.frames, train.frames]))
     count = len(heldout)
+    groups = pool_groups = None
+    if same_task:
+        names = sorted(set(heldout.tasks) | set(train.tasks))
+        pool_groups = torch.tensor([names.index(t) for t in heldout.tasks + train.tasks])
+        groups = pool_groups[:count]
     pairs = pair_across_videos(heldout.episodes, states[:count], targets[:count],
                                torch.cat([heldout.episodes, train.episodes]), states, targets,
-                               torch.Generator().manual_seed(seed))
+                               torch.Generator().manual_seed(seed), groups, pool_groups)
     if pairs is None:
-        raise ValueError(f"every clip of {config.data} comes from one video: no pair of different scenes")
+        what = "one episode per task" if same_task else "one video"
+        raise ValueError(f"every clip of {config.data} comes from {what}: no pair of different scenes")
     return pairs
 
 

@@ -15,18 +15,26 @@ import torch
 
 
 def pair_with_other_episodes(episodes: torch.Tensor, generator: torch.Generator | None = None,
-                             pool: torch.Tensor | None = None) -> torch.Tensor:
+                             pool: torch.Tensor | None = None, groups: torch.Tensor | None = None,
+                             pool_groups: torch.Tensor | None = None) -> torch.Tensor:
     """For each clip ``i`` the index of a partner clip from another episode (``-1`` when none exists).
 
     Args:
         episodes: ``[B]`` episode (video) id of each clip.
         pool: ``[P]`` episode ids of the candidate partners (default: the clips themselves).
+        groups, pool_groups: ``[B]`` and ``[P]`` group ids (e.g. the task); when given, a partner must
+            be of the clip's own group.
     """
     pool = episodes if pool is None else pool
+    if groups is not None and pool_groups is None:
+        pool_groups = groups
     count = episodes.shape[0]
     partners = torch.full((count,), -1, dtype=torch.long)
     for i in range(count):
-        others = (pool != episodes[i]).nonzero().flatten()
+        allowed = pool != episodes[i]
+        if groups is not None:
+            allowed &= pool_groups == groups[i]
+        others = allowed.nonzero().flatten()
         if len(others):
             partners[i] = others[torch.randint(len(others), (1,), generator=generator)].item()
     return partners

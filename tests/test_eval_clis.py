@@ -110,6 +110,11 @@ def test_transfer_and_leakage_metrics_over_held_out_pairs(trained_run, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((tmp_path / "l" / "leakage.json").read_text())
     assert rows[0]["leak/ratio"] > 0 and (tmp_path / "l" / "leakage.md").exists()
+    assert rows[0]["pairs"] == "any other episode"
+    result = call(LEAKAGE, "--checkpoint", trained_run, "--clips", 8, "--same-task", "--out", tmp_path / "s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    same = json.loads((tmp_path / "s" / "leakage.json").read_text())[0]
+    assert same["pairs"] == "same task" and same["leak/ratio"] > 0  # one task here: cuts within it
 
 
 def test_clear_errors_for_short_videos_missing_checkpoints_and_other_families(trained_run, tmp_path):

@@ -92,6 +92,13 @@ def test_partners_come_from_other_episodes():
     partners = leakage.pair_with_other_episodes(episodes, torch.Generator().manual_seed(0))
     assert all(episodes[p] != episodes[i] for i, p in enumerate(partners.tolist()))
     assert leakage.pair_with_other_episodes(torch.tensor([3, 3])).tolist() == [-1, -1]
+    tasks = torch.tensor([0, 0, 0, 1, 1])  # episodes 0 and 1 of task 0; 2 and 3 of task 1
+    episodes = torch.tensor([0, 0, 1, 2, 3])
+    for seed in range(5):
+        partners = leakage.pair_with_other_episodes(episodes, torch.Generator().manual_seed(seed), groups=tasks).tolist()
+        assert all(tasks[p] == tasks[i] and episodes[p] != episodes[i] for i, p in enumerate(partners))
+    lonely = leakage.pair_with_other_episodes(torch.tensor([0, 1]), groups=torch.tensor([0, 1]))
+    assert lonely.tolist() == [-1, -1]  # no other episode of the same task
 
 
 # ------------------------------------------------------------------------------------------ transfer
