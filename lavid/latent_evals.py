@@ -179,6 +179,63 @@ def probe_metrics(model, train: EvalClips, train_states: torch.Tensor, heldout: 
 
 
 @torch.no_grad()
+def action_probe(model, data_config, train_clips: int = 600, heldout_clips: int = 300,
+                 seed: int = 0) -> dict[str, dict[str, float]]:
+    """Is z the action? Per task, ridge probes to the true actions of each transition, fit on training
+    clips and scored (R²) on held-out clips of ``data_config``'s split: from the IDM latent z, and from
+    the model's own feature change ``s_t+1 − s_t`` (what the two frames show of the action at all).
+
+    Returns:
+        ``{task: {"z": R², "change": R², "train": transitions, "heldout": transitions}}``; empty when no
+        clip has actions on both sides of the split (videos) or the model infers no latent.
+    """
+    from lavid.eval_data import load_split
+
+    if model.action_conditioned or model.idm is None:
+        return {}
+    tubelet = model.config.encoder.tubelet
+
+    def transitions(split: str, count: int) -> dict[str, tuple[torch.Tensor, ...]]:
+        clips = load_split(data_config, split, count, seed=seed)
+        if all(actions is None for actions in clips.actions):
+            return {}
+        states, _ = encode_clips(model, clips.frames)
+        latents = model.infer_latents(states)[0].cpu()
+        change = (states[:, 1:] - states[:, :-1]).flatten(2).cpu()
+        grouped: dict[str, list] = {}
+        for i, actions in enumerate(clips.actions):
+            if actions is not None and clips.tasks[i]:
+                grouped.setdefault(clips.tasks[i], []).append(
+                    (latents[i], change[i], transition_actions(actions[None], tubelet)[0]))
+        return {task: tuple(torch.cat(parts) for parts in zip(*rows)) for task, rows in grouped.items()}
+
+    was_training = model.training
+    model.eval()
+    try:
+        fit = transitions("train", train_clips)
+        test = transitions("heldout", heldout_clips) if fit else {}
+    finally:
+        model.train(was_training)
+    out = {}
+    for task in sorted(set(fit) & set(test)):
+        (z, change, actions), (z_test, change_test, actions_test) = fit[task], test[task]
+        if len(z) < 2:
+            continue
+        out[task] = {"z": linear_probe(z, actions, z_test, actions_test)["r2_mean"],
+                     "change": linear_probe(change, actions, change_test, actions_test)["r2_mean"],
+                     "train": len(z), "heldout": len(z_test)}
+    return out
+
+
+def format_action_probe(result: dict[str, dict[str, float]]) -> str:
+    """:func:`action_probe` as a markdown table."""
+    lines = ["| task | transitions (train / held out) | R² from z | R² from the feature change |", "|---|---|---|---|"]
+    for task, row in result.items():
+        lines.append(f"| {task} | {row['train']} / {row['heldout']} | {row['z']:.3f} | {row['change']:.3f} |")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
 def evaluate_latents(model, heldout: EvalClips, horizon: int, train: EvalClips | None = None, decoder=None,
                      lpips=None, samples: int = 4, seed: int = 0) -> dict[str, Any]:
     """All evals of ``model`` on ``heldout``.

@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         if probes:
             print("state probe, held-out R² of the pose from the trained encoder's features: "
                   + ", ".join(f"{task} {r2:.2f}" for task, r2 in probes.items()) + f" ({out}/state_probe.md)")
+        actions = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("probe/action_z/")}
+        if actions:
+            change = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("probe/action_change/")}
+            print("action probe, held-out R² of the true action from z (from the feature change): "
+                  + ", ".join(f"{task} {r2:.2f} ({change[task]:.2f})" for task, r2 in actions.items())
+                  + f" ({out}/action_probe.md)")
         print(f"results in {out}/: metrics.jsonl, config.yaml, checkpoints/ (latest: {summary['checkpoint']}), "
               f"rollouts/*.png|gif, tensorboard/ (tensorboard --logdir {out}/tensorboard)")
     return 0

@@ -117,7 +117,9 @@ class TrainConfig:
         keep_checkpoints: how many recent checkpoints to keep.
         probe_episodes: after training, the state probe (:mod:`lavid.state_probe`) of the trained encoder on
             up to this many training and as many held-out episodes per task of the sources that store
-            simulator states; logged as ``probe/...`` and written to ``state_probe.md`` (0: skip).
+            simulator states; logged as ``probe/...`` and written to ``state_probe.md`` (0: skip). With it,
+            where clips have actions, the action probe of the latent (``probe/action_z/...``,
+            ``probe/action_change/...``, ``action_probe.md``; :func:`lavid.latent_evals.action_probe`).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)

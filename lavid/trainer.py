@@ -115,7 +115,8 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def _probe(model, config: TrainConfig, out: Path, step: int, metrics: MetricsLog) -> dict[str, float]:
-    """The trained encoder's state probe on the sources that store simulator states (none: nothing)."""
+    """The trained encoder's state probe on the sources that store simulator states, and the latent's
+    action probe on those with actions (neither: nothing)."""
     from lavid.state_probe import StateProbeError, format_table, probe_model
 
     paths = [path for path, _ in config.data.sources()]
@@ -123,12 +124,35 @@ def _probe(model, config: TrainConfig, out: Path, step: int, metrics: MetricsLog
         result = probe_model(model, paths, config.data.holdout_fraction, config.probe_episodes, seed=config.seed)
     except StateProbeError as error:  # the run is done and saved: report, do not fail it
         log.warning("state probe skipped: %s", error)
+        result = None
+    summary: dict[str, float] = {}
+    if result is not None and result.state:
+        summary = result.summary()
+        (out / "state_probe.md").write_text(format_table(result) + "\n")
+    summary.update(_action_probe(model, config, out))
+    if summary:
+        metrics.write(step, summary)
+    return summary
+
+
+def _action_probe(model, config: TrainConfig, out: Path) -> dict[str, float]:
+    """Is z the action? :func:`lavid.latent_evals.action_probe` where the data has actions (else nothing)."""
+    import numpy as np
+
+    from lavid.data import DatasetFormatError
+    from lavid.latent_evals import action_probe, format_action_probe
+
+    try:
+        result = action_probe(model, config.data, seed=config.seed)
+    except (DatasetFormatError, ValueError) as error:  # the run is done and saved: report, do not fail it
+        log.warning("action probe skipped: %s", error)
         return {}
-    if result is None or not result.state:
+    if not result:
         return {}
-    summary = result.summary()
-    metrics.write(step, summary)
-    (out / "state_probe.md").write_text(format_table(result) + "\n")
+    (out / "action_probe.md").write_text(format_action_probe(result) + "\n")
+    summary = {f"probe/action_{kind}/{task}": row[kind] for task, row in result.items() for kind in ("z", "change")}
+    for kind in ("z", "change"):
+        summary[f"probe/action_{kind}/mean"] = float(np.mean([row[kind] for row in result.values()]))
     return summary
 
 

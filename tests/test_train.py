@@ -82,6 +82,11 @@ def test_run_writes_metrics_checkpoints_pictures_and_config(sim_data, tmp_path):
     assert len(probes) == 1 and probes[0]["step"] == 6 and "probe/change/cartpole-swingup" in probes[0]
     assert "| cartpole-swingup |" in (out / "state_probe.md").read_text()
     assert "state probe, held-out R²" in result.stdout
+    # ... and, the clips having actions, the latent's action probe (z -> true action, change -> action)
+    actions = [m for m in logged if "probe/action_z/cartpole-swingup" in m]
+    assert len(actions) == 1 and "probe/action_change/mean" in actions[0]
+    assert "| cartpole-swingup |" in (out / "action_probe.md").read_text()
+    assert "action probe, held-out R² of the true action from z" in result.stdout
     evals = [m for m in logged if "eval/one_step" in m]
     assert [m["step"] for m in evals] == [3, 6] and "eval/rollout_h2" in evals[0]
     assert (out / "checkpoints" / "step_00000006" / "model.safetensors").exists()
