@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lpips-weights", default=None, help="local torchvision AlexNet weights for LPIPS")
     parser.add_argument("--no-progress", action="store_true")
     add_config_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after the options
     setup_logging()
 
     import dataclasses

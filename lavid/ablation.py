@@ -1,15 +1,18 @@
 """The regularizer ablation: every latent family over a capacity sweep, same data, budget and seed.
 
-Stages, each resumable (a finished stage is never redone; an interrupted run resumes from its checkpoint):
+Every run trains its own encoder as the default config does (end to end), or, with
+``model.encoder.mode=frozen``, all runs share one frozen encoder. Stages, each resumable (a finished
+stage is never redone; an interrupted run resumes from its checkpoint):
 
-1. encoder: the config's checkpoint, or a short MAE pretraining on the training split (shared by all runs);
-2. feature cache of the frozen encoder (training then skips the encoder);
-3. one training run per (family, coefficient) with ``lavid/train.py`` in its own process, one at a time or
+1. frozen encoder only: the config's checkpoint, or a short MAE pretraining on the training split (ViT),
+   and the feature cache of that encoder (training then skips the encoder);
+2. one training run per (family, coefficient) with ``lavid/train.py`` in its own process, one at a time or
    ``jobs`` at once, each optionally under a launcher (``accelerate launch ...``); a failed run is recorded
    with its error and the sweep goes on;
-4. one pixel decoder on the frozen encoder's features (shared: every run predicts in the same space);
-5. the latent evals of every finished run (``eval.json`` in its folder);
-6. ``results.{md,csv,json}`` and plots.
+3. the pixel decoder: one per run on its own encoder (``runs/NAME/decoder.pt``), or one shared by all runs
+   of a frozen encoder (``decoder.pt``: every run then predicts in the same space);
+4. the latent evals of every finished run (``eval.json`` in its folder);
+5. ``results.{md,csv,json}`` and plots.
 """
 
 from __future__ import annotations
@@ -63,8 +66,8 @@ class Budget:
 
 
 BUDGETS = {
-    # 2 CPU cores, <= 30 minutes for all 10 runs: ends of each sweep, a few hundred steps
-    "smoke": Budget(steps=150, mae_steps=200, decoder_steps=300, eval_clips=48, probe_clips=96,
+    # 2 CPU cores, <= 30 minutes for all 10 runs: ends of each sweep, half the default run's steps each
+    "smoke": Budget(steps=500, mae_steps=200, decoder_steps=200, eval_clips=96, probe_clips=192,
                     values={"noisy": [1e-3, 1e-5], "sparse": [0.4, 0.04], "discrete": [16, 1024],
                             "fsq": [[8, 5], [8, 5, 5, 5]]},
                     overrides=["model.latent.reset_every=5000", "log_every=25"]),
@@ -197,11 +200,12 @@ class SweepPaths:
 
 
 def prepare_encoder(config, budget: Budget, paths: SweepPaths, progress: bool) -> str | None:
-    """The frozen encoder every run shares: the config's checkpoint, else a MAE-pretrained one."""
+    """The frozen encoder every run shares: the config's checkpoint, else a MAE-pretrained ViT."""
     if config.model.encoder.checkpoint:
         return config.model.encoder.checkpoint
-    if budget.mae_steps <= 0:
-        log.warning("no encoder checkpoint and no MAE stage in this budget: runs use a frozen random encoder")
+    if budget.mae_steps <= 0 or config.model.encoder.arch != "vit":
+        log.warning("no encoder checkpoint and no MAE stage for this budget and encoder (%s): runs share a frozen "
+                    "random encoder", config.model.encoder.arch)
         return None
     if not paths.encoder.exists():
         from lavid.mae import MAEConfig, pretrain_encoder
@@ -249,7 +253,7 @@ def evaluate_run(spec: RunSpec, paths: SweepPaths, budget: Budget, clips: dict, 
 
         clips["heldout"] = load_split(loaded.config.data, "heldout", budget.eval_clips, seed=loaded.config.seed)
         clips["train"] = load_split(loaded.config.data, "train", budget.probe_clips, seed=loaded.config.seed)
-    decoder = decoder_factory(loaded.model, loaded.config)
+    decoder = decoder_factory(loaded.model, loaded.config, loaded.run_dir)
     metrics = evaluate_latents(loaded.model, clips["heldout"], loaded.config.rollout_horizon, train=clips["train"],
                                decoder=decoder, lpips=lpips, seed=loaded.config.seed)
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -274,24 +278,24 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
     paths = SweepPaths(Path(out))
     paths.out.mkdir(parents=True, exist_ok=True)
     launcher = launcher if launcher is not None else [sys.executable]
-    # The sweep shares one frozen encoder, feature cache and decoder between runs, so it keeps the frozen
-    # (MAE-pretrained) ViT even though the default encoder is now the end-to-end conv net; sweeping the
-    # families on per-run e2e encoders is open work (issue 11).
-    base = ["model.encoder.arch=vit", "model.loss=l1", *budget.overrides, *overrides, "model.encoder.mode=frozen"]
+    base = [*budget.overrides, *overrides]
     config = load_config(TrainConfig, config_path, base)  # unknown keys stop here, before any work
     specs = plan_runs(budget, families)
     for spec in specs:  # every run's config is checked before the first one trains
         load_config(TrainConfig, config_path, [*base, *spec.overrides()])
     ensure_default_data(config.data)
 
-    encoder = prepare_encoder(config, budget, paths, progress)
-    if encoder is not None:
-        base.append(f"model.encoder.checkpoint={encoder}")
-        config = load_config(TrainConfig, config_path, base)
-    prepare_features(config, paths, progress)
+    # A frozen encoder is shared: encoded once, one decoder for all runs. Otherwise each run learns its own.
+    shared = config.model.encoder.mode == "frozen"
+    if shared:
+        encoder = prepare_encoder(config, budget, paths, progress)
+        if encoder is not None:
+            base.append(f"model.encoder.checkpoint={encoder}")
+            config = load_config(TrainConfig, config_path, base)
+        prepare_features(config, paths, progress)
+        base.append(f"data.features={paths.features}")
     every = max(budget.steps // 4, 1)
-    run_overrides = [*base, f"data.features={paths.features}", f"eval_every={budget.steps}",
-                     f"checkpoint_every={every}", f"seed={config.seed}"]
+    run_overrides = [*base, f"eval_every={budget.steps}", f"checkpoint_every={every}", f"seed={config.seed}"]
 
     def train_one(spec: RunSpec) -> dict[str, Any]:
         return train_run(spec, paths.run(spec), config_path, run_overrides, budget.steps, launcher)
@@ -301,12 +305,15 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
 
     decoders: dict[str, Any] = {}
 
-    def decoder_factory(model, run_config):
-        if "shared" not in decoders:
-            from lavid.decoder import load_or_train_decoder
+    def decoder_factory(model, run_config, run_dir: Path):
+        from lavid.decoder import load_or_train_decoder
 
-            decoders["shared"] = load_or_train_decoder(model, run_config, paths.decoder, budget.decoder_steps, progress)
-        return decoders["shared"]
+        key = "shared" if shared else str(run_dir)
+        if key not in decoders:
+            path = paths.decoder if shared else run_dir / "decoder.pt"
+            decoders.clear()  # per-run decoders are used once: keep at most one in memory
+            decoders[key] = load_or_train_decoder(model, run_config, path, budget.decoder_steps, progress)
+        return decoders[key]
 
     lpips = load_lpips(lpips_weights)
     clips: dict = {}

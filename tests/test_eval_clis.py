@@ -43,9 +43,11 @@ def test_ablate_writes_every_file_resumes_and_records_a_failed_run(sim_data, tmp
     first = call(ABLATE, *ablate_args(sim_data, out), "--families", "noisy,deterministic")
     assert first.returncode == 0, first.stderr[-3000:]
     for name in ("results.md", "results.csv", "results.json", "plots/one_step_vs_capacity.png",
-                 "plots/leakage_ratio.png", "plots/transfer_ratio.png", "plots/probe_r2.png", "decoder.pt",
-                 "encoder/mae.pth"):
+                 "plots/leakage_ratio.png", "plots/transfer_ratio.png", "plots/probe_r2.png",
+                 "runs/noisy-beta_0.001/decoder.pt", "runs/deterministic/decoder.pt"):
         assert (out / name).exists(), name
+    # the default encoder is trained end to end: each run has its own, so nothing is shared between runs
+    assert not (out / "features").exists() and not (out / "decoder.pt").exists()
     rows = json.loads((out / "results.json").read_text())
     assert [r["run"] for r in rows] == ["noisy-beta_0.001", "deterministic"]
     assert all(r["status"] == "done" for r in rows)
@@ -71,6 +73,21 @@ def test_ablate_writes_every_file_resumes_and_records_a_failed_run(sim_data, tmp
     assert rows2["none"]["status"] == "failed" and rows2["none"]["error"]
     assert rows2["deterministic"]["status"] == "done"
     assert "failed" in (out / "results.md").read_text()
+
+
+def test_ablate_with_a_frozen_encoder_shares_encoder_features_and_decoder(sim_data, tmp_path):
+    out = tmp_path / "frozen"
+    result = call(ABLATE, *ablate_args(sim_data, out), "--families", "none,deterministic",
+                  "model.encoder.arch=vit", "model.encoder.mode=frozen")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("encoder/mae.pth", "features", "decoder.pt"):
+        assert (out / name).exists(), name
+    assert not (out / "runs" / "none" / "decoder.pt").exists()
+    config = (out / "runs" / "none" / "config.yaml").read_text()
+    assert "mode: frozen" in config and str(out / "features") in config
+    rows = json.loads((out / "results.json").read_text())
+    # one shared feature space: every run is scored against the same copy baseline
+    assert rows[0]["error/copy"] == pytest.approx(rows[1]["error/copy"])
 
 
 def test_ablate_stops_before_work_on_a_bad_key_or_value(sim_data, tmp_path):
