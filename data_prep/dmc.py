@@ -13,6 +13,7 @@ on a finished OUT does nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--camera", default=None, help="camera index or name (default 0; front_close for jaco; jaco also has the overview view of lavid.sim.VIEWS)")
     parser.add_argument("--size", type=int, default=64, help="rendered frame side (default 64)")
     parser.add_argument("--action-repeat", type=int, default=None,
-                        help="control steps per action (default 2; a preset's own for --preset)")
+                        help="control steps per action (default 2; for --preset its own per task, which this replaces)")
     parser.add_argument("--clip-len", type=int, default=16, help="steps per clip (default 16)")
     parser.add_argument("--stride", type=int, default=None, help="steps between clip starts (default clip-len; 2 for --preset mix)")
     parser.add_argument("--workers", type=int, default=2, help="parallel simulator processes (default 2)")
@@ -64,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         action_repeat, stride = args.action_repeat, args.stride
         if args.preset:
             tasks = PRESETS[args.preset]
-            action_repeat = PRESET_ACTION_REPEAT[args.preset] if action_repeat is None else action_repeat
+            if action_repeat is None:
+                action_repeat = PRESET_ACTION_REPEAT[args.preset]
+            else:  # asked for on the command line: every task of the preset uses it
+                tasks = tuple(dataclasses.replace(spec, action_repeat=None) for spec in tasks)
             stride = PRESET_CLIP_STRIDE[args.preset] if stride is None else stride
         else:
             tasks = (TaskSpec(args.task, args.episodes, camera=args.camera, episode_len=args.episode_len),)

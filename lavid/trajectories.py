@@ -27,17 +27,20 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TaskSpec:
     """Episodes to collect for one task seen from one camera (``policy``: this spec's behaviour policy;
-    ``None`` is the dataset's)."""
+    ``action_repeat``: control steps per stored step for this spec; ``None`` for either is the dataset's)."""
 
     task: str
     episodes: int
     camera: int | str | None = None
     episode_len: int | None = None
     policy: str | None = None
+    action_repeat: int | None = None
 
     def __post_init__(self) -> None:
         if self.policy is not None:
             check_policy_name(self.policy)
+        if self.action_repeat is not None and self.action_repeat < 1:
+            raise ValueError(f"action_repeat must be >= 1 for {self.task}, got {self.action_repeat}")
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1 for {self.task}, got {self.episodes}")
         if self.episode_len is not None and self.episode_len < 1:
@@ -103,26 +106,32 @@ class EpisodeJob:
     seed: int
     episode_len: int | None
     policy: str | None = None  # set only when its spec names a policy of its own
+    action_repeat: int | None = None  # likewise
 
     @property
     def source(self) -> str:
         camera = "default" if self.camera is None else self.camera
         policy = "" if self.policy is None else f"/policy={self.policy}"
-        return f"sim:{self.task}/camera={camera}{policy}/episode={self.index}"
+        repeat = "" if self.action_repeat is None else f"/repeat={self.action_repeat}"
+        return f"sim:{self.task}/camera={camera}{policy}{repeat}/episode={self.index}"
 
 
-def episode_seed(seed: int, task: str, camera: Any, index: int, policy: str | None = None) -> int:
+def episode_seed(seed: int, task: str, camera: Any, index: int, policy: str | None = None,
+                 action_repeat: int | None = None) -> int:
     """A seed for one episode that depends only on what it is, not on which worker runs it."""
     key = [seed, zlib.crc32(task.encode()), zlib.crc32(str(camera).encode()), index]
     if policy is not None:
         key.append(zlib.crc32(policy.encode()))
+    if action_repeat is not None:
+        key.append(1_000_003 * action_repeat)
     return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
 def episode_jobs(config: TrajectoryConfig) -> list[EpisodeJob]:
     return [
-        EpisodeJob(spec.task, spec.camera, k, episode_seed(config.seed, spec.task, spec.camera, k, spec.policy),
-                   spec.episode_len, spec.policy)
+        EpisodeJob(spec.task, spec.camera, k,
+                   episode_seed(config.seed, spec.task, spec.camera, k, spec.policy, spec.action_repeat),
+                   spec.episode_len, spec.policy, spec.action_repeat)
         for spec in config.tasks
         for k in range(spec.episodes)
     ]
@@ -143,8 +152,10 @@ class Layout:
 def inspect_tasks(config: TrajectoryConfig) -> Layout:
     """Build each task once (checks cameras before any work) and read its column sizes."""
     dims: dict[str, dict[str, Any]] = {}
+    rates = set()
     for spec in config.tasks:
-        env = SimEnv(spec.task, seed=0, size=8, camera=spec.camera, action_repeat=config.action_repeat)
+        repeat = spec.action_repeat or config.action_repeat
+        env = SimEnv(spec.task, seed=0, size=8, camera=spec.camera, action_repeat=repeat)
         try:
             record = env.reset()
             dims[spec.task] = {
@@ -152,8 +163,9 @@ def inspect_tasks(config: TrajectoryConfig) -> Layout:
                 "state": int(record.state.shape[0]),
                 "physics": int(record.physics.shape[0]),
                 "fps": env.control_fps,
-                "max_steps": env.max_steps,
+                "control_steps": env.max_steps * repeat,  # the task's limit in physics control steps
             }
+            rates.add(env.control_fps)
         finally:
             env.close()
 
@@ -162,7 +174,8 @@ def inspect_tasks(config: TrajectoryConfig) -> Layout:
         return values.pop() if len(values) == 1 else None
 
     robot = any(spec.task.startswith("jaco") for spec in config.tasks)
-    return Layout(common("action"), common("state"), common("physics"), robot, common("fps"), dims)
+    return Layout(common("action"), common("state"), common("physics"), robot,
+                  rates.pop() if len(rates) == 1 else None, dims)
 
 
 def features(config: TrajectoryConfig, layout: Layout) -> dict[str, Any]:
@@ -209,7 +222,8 @@ def features(config: TrajectoryConfig, layout: Layout) -> dict[str, Any]:
 def rollout(job: EpisodeJob, config: TrajectoryConfig, robot_columns: bool) -> ItemResult:
     """Collect one episode; an episode that fails (e.g. unstable physics) is reported, not raised."""
     try:
-        env = SimEnv(job.task, seed=job.seed, size=config.size, camera=job.camera, action_repeat=config.action_repeat)
+        env = SimEnv(job.task, seed=job.seed, size=config.size, camera=job.camera,
+                     action_repeat=job.action_repeat or config.action_repeat)
     except Exception as error:
         return ItemResult(job.source, skip={"reason": "error", "detail": f"{type(error).__name__}: {error}"})
     try:
@@ -298,7 +312,7 @@ def build_trajectory_dataset(
 
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
-    params = {"kind": "trajectory", **_jsonable(asdict(config))}
+    params = dataset_params(config)
     if prepare_output(out, params, overwrite=overwrite) == "done":
         log.info("%s is already complete: nothing to do", out)
         return {**read_meta(out), "already_complete": True}
@@ -309,7 +323,7 @@ def build_trajectory_dataset(
     todo = jobs[writer.items_done :]
     work = partial(rollout, config=config, robot_columns=layout.robot)
     def planned(job: EpisodeJob) -> int:  # frames the episode will store (its task may end it sooner)
-        limit = layout.dims[job.task]["max_steps"]
+        limit = layout.dims[job.task]["control_steps"] // (job.action_repeat or config.action_repeat)
         return min(job.episode_len or limit, limit)
 
     bar = tqdm(total=sum(map(planned, jobs)), initial=sum(map(planned, jobs[: writer.items_done])), unit="frame", desc="simulating", disable=not progress)
@@ -342,6 +356,15 @@ def build_trajectory_dataset(
         "materialized": True,
     }
     return writer.finalize(meta)
+
+
+def dataset_params(config: TrajectoryConfig) -> dict[str, Any]:
+    """What identifies a build of ``config`` (a complete dataset with other params is not reused)."""
+    params = {"kind": "trajectory", **_jsonable(asdict(config))}
+    for task in params["tasks"]:  # datasets built before per-task repeats existed keep their parameters
+        if task.get("action_repeat") is None:
+            task.pop("action_repeat", None)
+    return params
 
 
 def _jsonable(value: Any) -> Any:

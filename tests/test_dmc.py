@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from dataclasses import asdict
 import subprocess
 import sys
 import time
@@ -22,8 +21,8 @@ from lavid.store import ChunkedWriter
 from lavid.trajectories import (
     TaskSpec,
     TrajectoryConfig,
-    _jsonable,
     build_trajectory_dataset,
+    dataset_params,
     episode_jobs,
     features,
     inspect_tasks,
@@ -113,8 +112,7 @@ def test_resume_per_episode_in_library(tmp_path):
     config = TrajectoryConfig((TaskSpec("cartpole-swingup", 4, episode_len=6),), size=16, clip_len=3)
     reference = build_trajectory_dataset(str(tmp_path / "ref"), config, chunk_items=1, progress=False)
     layout = inspect_tasks(config)
-    params = {"kind": "trajectory", **_jsonable(asdict(config))}
-    writer = ChunkedWriter(tmp_path / "part", params, features(config, layout), chunk_items=1)
+    writer = ChunkedWriter(tmp_path / "part", dataset_params(config), features(config, layout), chunk_items=1)
     for job in episode_jobs(config)[:2]:  # two episodes committed, then "killed"
         writer.add(rollout(job, config, layout.robot))
     assert writer.items_done == 2
@@ -142,6 +140,23 @@ def test_each_task_spec_may_name_its_own_policy(tmp_path):
     assert max(jitter["smooth"]) < min(jitter["random"])
     with pytest.raises(PolicyError):
         TaskSpec("cartpole-swingup", 1, policy="greedy")
+
+
+def test_each_task_spec_may_name_its_own_action_repeat(tmp_path):
+    """Per-embodiment action repeat: a step spans the spec's control steps; fps and sources say so."""
+    config = TrajectoryConfig((TaskSpec("cartpole-swingup", 1, episode_len=6, action_repeat=8),
+                               TaskSpec("cartpole-swingup", 1, episode_len=6)),
+                              size=16, clip_len=3, action_repeat=2)
+    meta = build_trajectory_dataset(str(tmp_path / "repeats"), config, progress=False)
+    episodes = datasets.load_from_disk(str(tmp_path / "repeats" / "episodes"))
+    by_source = dict(zip(episodes["source"], episodes["fps"]))
+    assert by_source["sim:cartpole-swingup/camera=default/repeat=8/episode=0"] == pytest.approx(100 / 8)
+    assert by_source["sim:cartpole-swingup/camera=default/episode=0"] == pytest.approx(100 / 2)
+    assert meta["fps"] is None  # two rates: no common one
+    # a spec without its own repeat leaves the dataset's parameters as they were before the knob existed
+    assert "action_repeat" not in meta["params"]["tasks"][1] and meta["params"]["tasks"][0]["action_repeat"] == 8
+    with pytest.raises(ValueError, match="action_repeat"):
+        TaskSpec("cartpole-swingup", 1, action_repeat=0)
 
 
 def test_restored_state_renders_the_stored_frame(walker):
