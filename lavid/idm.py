@@ -22,21 +22,25 @@ class IDMConfig:
         input: what the two token sets are: ``pair`` — ``s_t`` and ``s_t+1``; ``change`` — ``s_t`` and the
             layer-normed change ``LN(s_t+1 − s_t)``, so a change that is a few percent of the features is
             as loud as the features themselves (a diagnostic run found the IDM of ``pair`` collapsing to
-            a near-constant z when frozen ViT features hardly changed; issue 11).
+            a near-constant z when frozen ViT features hardly changed; issue 11); ``history`` — as
+            ``change`` plus the previous change ``LN(s_t − s_t−1)`` (zero for a clip's first
+            transition), so the IDM can tell what the action changed from the motion history
+            already predicts (torque-driven bodies: the action shows in the change of the change).
     """
 
     dim: int = 128
     depth: int = 2
     num_heads: int = 4
     mlp_ratio: float = 4.0
-    input: Literal["pair", "change"] = "pair"
+    input: Literal["pair", "change", "history"] = "pair"
 
     def validate(self, prefix: str = "") -> None:
         key = (prefix + ".") if prefix else ""
         check(self.dim % self.num_heads == 0, f"{key}dim", f"{self.dim} not divisible by num_heads {self.num_heads}")
         check(self.dim % 4 == 0, f"{key}dim", "must be divisible by 4 (2D position embedding)")
         check(self.depth >= 1, f"{key}depth", "must be >= 1")
-        check(self.input in ("pair", "change"), f"{key}input", f"must be pair or change, got {self.input!r}")
+        check(self.input in ("pair", "change", "history"), f"{key}input",
+              f"must be pair, change or history, got {self.input!r}")
 
 
 class InverseDynamics(nn.Module):
@@ -49,7 +53,7 @@ class InverseDynamics(nn.Module):
         self.input = config.input
         self.project = nn.Linear(in_dim, config.dim)
         self.register_buffer("position", sincos_2d(num_tokens, config.dim), persistent=False)
-        self.which_step = nn.Parameter(torch.zeros(2, config.dim))
+        self.which_step = nn.Parameter(torch.zeros(3 if config.input == "history" else 2, config.dim))
         self.query = nn.Parameter(torch.zeros(1, 1, config.dim))
         nn.init.trunc_normal_(self.which_step, std=0.02)
         nn.init.trunc_normal_(self.query, std=0.02)
@@ -60,12 +64,18 @@ class InverseDynamics(nn.Module):
         self.head = nn.Linear(config.dim, raw_dim)
 
     def forward(self, current: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
+        """``current``/``following`` ``[B, S, N, D_enc]``: consecutive transitions of one clip (``history``
+        reads transition k's previous change from ``current[k] − current[k−1]``)."""
         batch = current.shape[0]
-        if self.input == "change":
-            following = nn.functional.layer_norm(following - current, following.shape[-1:])
-        pair = torch.stack([current, following], dim=2)  # [B, S, 2, N, D]
-        tokens = self.project(pair) + self.position + self.which_step[:, None, :]
-        tokens = rearrange(tokens, "b s two n d -> (b s) (two n) d")
+        parts = [current, following]
+        if self.input in ("change", "history"):
+            parts[1] = nn.functional.layer_norm(following - current, following.shape[-1:])
+        if self.input == "history":
+            previous = torch.cat([torch.zeros_like(current[:, :1]), current[:, 1:] - current[:, :-1]], dim=1)
+            parts.append(nn.functional.layer_norm(previous, previous.shape[-1:]))
+        sets = torch.stack(parts, dim=2)  # [B, S, 2 or 3, N, D]
+        tokens = self.project(sets) + self.position + self.which_step[:, None, :]
+        tokens = rearrange(tokens, "b s k n d -> (b s) (k n) d")
         x = torch.cat([repeat(self.query, "1 1 d -> m 1 d", m=tokens.shape[0]), tokens], dim=1)
         for block in self.blocks:
             x = block(x)

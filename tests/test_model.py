@@ -542,6 +542,25 @@ def test_an_idm_that_sees_the_change_tells_small_changes_apart():
     assert pair < 0.03 and change > 0.1  # at init: the pair IDM gives almost one z, the change IDM six
 
 
+def test_a_history_idm_reads_the_previous_change_and_only_that():
+    from lavid.idm import IDMConfig, InverseDynamics
+
+    torch.manual_seed(0)
+    idm = InverseDynamics(IDMConfig(dim=32, depth=1, num_heads=2, input="history"), 16, 4, 8).eval()
+    states = torch.randn(2, 4, 4, 16)  # two clips of 4 steps: 3 transitions each
+    states[1, 2:] = states[0, 2:]  # the same last transition (s_2 -> s_3), reached from another s_1
+    with torch.no_grad():
+        raw = idm(states[:, :-1], states[:, 1:])
+        alone = idm(states[:, 2:3], states[:, 3:4])  # that transition as a clip of its own: no history
+    assert raw.shape == (2, 3, 8)
+    assert torch.allclose(alone[0], alone[1], atol=1e-6)
+    assert not torch.allclose(raw[0, 2], raw[1, 2], atol=1e-3)  # same pair, different previous change
+    with torch.no_grad():  # transition k only sees steps k-1..k+1: a later step leaves it unchanged
+        later = states.clone()
+        later[:, 3] += 1.0
+        assert torch.allclose(idm(later[:, :-1], later[:, 1:])[:, :2], raw[:, :2], atol=1e-6)
+
+
 def test_random_shift_moves_each_clip_as_a_whole():
     from lavid.augment import random_shift
 
