@@ -66,8 +66,9 @@ class Budget:
 
 
 BUDGETS = {
-    # 2 CPU cores, <= 30 minutes for all 10 runs: ends of each sweep, half the default run's steps each
-    "smoke": Budget(steps=500, mae_steps=200, decoder_steps=200, eval_clips=96, probe_clips=192,
+    # 2 CPU cores, <= 30 minutes for all 10 runs (each trains its own encoder and decoder): ends of each
+    # sweep, 400 steps a run (the default run's 1,000 would take 40 minutes of training alone)
+    "smoke": Budget(steps=400, mae_steps=200, decoder_steps=100, eval_clips=64, probe_clips=128,
                     values={"noisy": [1e-3, 1e-5], "sparse": [0.4, 0.04], "discrete": [16, 1024],
                             "fsq": [[8, 5], [8, 5, 5, 5]]},
                     overrides=["model.latent.reset_every=5000", "log_every=25"]),
