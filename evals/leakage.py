@@ -54,10 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"run": str(loaded.run_dir), "family": latent.family, "capacity": capacity.get(latent.family, "–"),
                      "cut": cut, "pairs": "same task" if args.same_task else "any other episode",
                      **leakage.summarize(errors)})
-    lines = ["| run | family | capacity | error without cut | error at cut | ratio | copy at cut |", "|---|---|---|---|---|---|---|"]
+    lines = ["| run | family | capacity | error without cut | error at cut | ratio | copy at cut | at cut ÷ copy at cut |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['run']} | {r['family']} | {r['capacity']} | {r['leak/error_no_cut']:.4f} | "
-                     f"{r['leak/error_cut']:.4f} | {r['leak/ratio']:.2f} | {r['leak/copy_at_cut']:.4f} |")
+                     f"{r['leak/error_cut']:.4f} | {r['leak/ratio']:.2f} | {r['leak/copy_at_cut']:.4f} | "
+                     f"{r['leak/cut_over_copy']:.3f} |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "leakage.md").write_text("\n".join(lines) + "\n")

@@ -16,6 +16,7 @@ COLUMNS = [  # (key, header, format)
     ("error/latent_gain", "latent gain (shuffled / own)", "{:.3f}"),
     ("error/rollout", "rollout", "{:.4f}"),
     ("leak/ratio", "leakage ratio (cut / no cut)", "{:.2f}"),
+    ("leak/cut_over_copy", "at cut / copy at cut", "{:.3f}"),
     ("transfer/ratio", "cycle transfer ratio", "{:.3f}"),
     ("probe/r2_mean", "probe R²", "{:.3f}"),
     ("pixel/psnr", "PSNR (dB)", "{:.2f}"),
@@ -43,7 +44,8 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, budget_name: str =
              "'copy' predicts no change (target vs target); ratio below 1 beats it. Latent gain is the error with "
              "another clip's latents over the error with the clip's own (1.0: the latent is ignored). "
              "Leakage ratio near 1 means the latent leaks the future (paper: "
-             "×2.0–×2.5); transfer ratio near 1 means latents keep their meaning in another video (paper: "
+             "×2.0–×2.5); at cut / copy at cut below 1 means the latent passes part of the jump to the other "
+             "clip, 1 none of it; transfer ratio near 1 means latents keep their meaning in another video (paper: "
              "×1.03–×1.34). PSNR/SSIM are of decoded one-step predictions.", "",
              "| run | family | coefficient | " + " | ".join(h for _, h, _ in columns) + " | status |",
              "|---|---|---|" + "---|" * len(columns) + "---|"]

@@ -74,7 +74,10 @@ def scene_cut_errors(model, states_a: torch.Tensor, targets_a: torch.Tensor, sta
 
 
 def summarize(errors: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Means over clips and ``ratio = cut / no_cut`` (near 1: the latent leaks the future)."""
+    """Means over clips, ``ratio = cut / no_cut`` (near 1: the latent leaks the future) and
+    ``cut_over_copy = cut / copy_at_cut`` (below 1: the latent passes part of the jump; 1: none of it)."""
     cut, no_cut = errors["cut"].mean().item(), errors["no_cut"].mean().item()
-    return {"leak/error_cut": cut, "leak/error_no_cut": no_cut, "leak/copy_at_cut": errors["copy_at_cut"].mean().item(),
-            "leak/ratio": cut / no_cut if no_cut > 0 else float("nan"), "leak/clips": int(errors["cut"].numel())}
+    copy = errors["copy_at_cut"].mean().item()
+    return {"leak/error_cut": cut, "leak/error_no_cut": no_cut, "leak/copy_at_cut": copy,
+            "leak/ratio": cut / no_cut if no_cut > 0 else float("nan"),
+            "leak/cut_over_copy": cut / copy if copy > 0 else float("nan"), "leak/clips": int(errors["cut"].numel())}

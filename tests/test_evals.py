@@ -79,6 +79,7 @@ def test_leakage_ratio_is_large_for_a_real_model_without_the_next_step():
     summary = leakage.summarize(leakage.scene_cut_errors(model, a, a, b, b, cut=1))
     assert summary["leak/ratio"] > 5.0  # a new scene cannot be predicted from a small latent
     assert summary["leak/copy_at_cut"] > summary["leak/error_no_cut"]
+    assert summary["leak/cut_over_copy"] == pytest.approx(summary["leak/error_cut"] / summary["leak/copy_at_cut"])
 
 
 def test_leakage_rejects_a_cut_outside_the_clip():
