@@ -171,7 +171,9 @@ def train_run(spec: RunSpec, run_dir: Path, config: str, overrides: list[str], s
     with open(log_path, "a", encoding="utf-8") as handle:
         handle.write(f"$ {shlex.join(command)}\n")
         handle.flush()
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+        # the caller's working directory: relative paths (--out, data=..., --config) mean the same in the
+        # sweep and in its runs
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
     if result.returncode != 0 or _checkpoint_step(run_dir) < steps:
         lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("error:")]
@@ -276,7 +278,7 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
     from lavid.train_config import TrainConfig
     from lavid.training_data import ensure_default_data
 
-    paths = SweepPaths(Path(out))
+    paths = SweepPaths(Path(out).resolve())  # runs store these paths in their configs: absolute
     paths.out.mkdir(parents=True, exist_ok=True)
     launcher = launcher if launcher is not None else [sys.executable]
     base = [*budget.overrides, *overrides]

@@ -21,9 +21,9 @@ LEAKAGE = ROOT / "evals" / "leakage.py"
 PROBE_ACTION = ROOT / "evals" / "probe_action.py"
 
 
-def call(script: Path, *args, timeout: int = 600) -> subprocess.CompletedProcess:
+def call(script: Path, *args, timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +77,9 @@ def test_ablate_writes_every_file_resumes_and_records_a_failed_run(sim_data, tmp
 
 def test_ablate_with_a_frozen_encoder_shares_encoder_features_and_decoder(sim_data, tmp_path):
     out = tmp_path / "frozen"
-    result = call(ABLATE, *ablate_args(sim_data, out), "--families", "none,deterministic",
-                  "model.encoder.arch=vit", "model.encoder.mode=frozen")
+    # run from another folder with a relative --out: the sweep and its training runs agree on where it is
+    result = call(ABLATE, *ablate_args(sim_data, "frozen"), "--families", "none,deterministic",
+                  "model.encoder.arch=vit", "model.encoder.mode=frozen", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("encoder/mae.pth", "features", "decoder.pt"):
         assert (out / name).exists(), name
