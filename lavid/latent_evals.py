@@ -146,17 +146,20 @@ def pixel_metrics(model, decoder, frames: torch.Tensor, states: torch.Tensor, ta
     return {key: value / count for key, value in sums.items()}
 
 
+def _by_task(clips: EvalClips, tubelet: int, *per_transition: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Per task, over the clips that have actions: each of ``per_transition`` (``[B, S-1, F]``) as
+    ``[M, F]``, then the transitions' actions ``[M, A]``."""
+    grouped: dict[str, list[tuple[torch.Tensor, ...]]] = {}
+    for i, actions in enumerate(clips.actions):
+        if actions is not None and clips.tasks[i]:
+            grouped.setdefault(clips.tasks[i], []).append(
+                (*(values[i] for values in per_transition), transition_actions(actions[None], tubelet)[0]))
+    return {task: tuple(torch.cat(parts) for parts in zip(*rows)) for task, rows in grouped.items()}
+
+
 def _latents_and_actions(model, clips: EvalClips, states: torch.Tensor, tubelet: int):
     """Per task: ``(latents [M, C], actions [M, A])`` of every transition of the clips that have actions."""
-    latents = model.infer_latents(states)[0].cpu()
-    grouped: dict[str, tuple[list, list]] = {}
-    for i, actions in enumerate(clips.actions):
-        if actions is None or not clips.tasks[i]:
-            continue
-        z, a = grouped.setdefault(clips.tasks[i], ([], []))
-        z.append(latents[i])
-        a.append(transition_actions(actions[None], tubelet)[0])
-    return {task: (torch.cat(z), torch.cat(a)) for task, (z, a) in grouped.items()}
+    return _by_task(clips, tubelet, model.infer_latents(states)[0].cpu())
 
 
 @torch.no_grad()
@@ -200,14 +203,8 @@ def action_probe(model, data_config, train_clips: int = 600, heldout_clips: int 
         if all(actions is None for actions in clips.actions):
             return {}
         states, _ = encode_clips(model, clips.frames)
-        latents = model.infer_latents(states)[0].cpu()
         change = (states[:, 1:] - states[:, :-1]).flatten(2).cpu()
-        grouped: dict[str, list] = {}
-        for i, actions in enumerate(clips.actions):
-            if actions is not None and clips.tasks[i]:
-                grouped.setdefault(clips.tasks[i], []).append(
-                    (latents[i], change[i], transition_actions(actions[None], tubelet)[0]))
-        return {task: tuple(torch.cat(parts) for parts in zip(*rows)) for task, rows in grouped.items()}
+        return _by_task(clips, tubelet, model.infer_latents(states)[0].cpu(), change)
 
     was_training = model.training
     model.eval()
