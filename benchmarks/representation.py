@@ -14,6 +14,10 @@ Encoders (all frozen; ``+mae`` pretrains a ViT with :mod:`lavid.mae` on the trai
 ``vit64`` random ViT patch 8 (64 tokens), ``vit16`` patch 16 (16 tokens), ``vitpool`` vit64 mean-pooled
 to one token, ``mae64``/``mae16`` MAE-pretrained, ``conv`` a random DrQ-style conv stack (8×8 grid
 tokens), ``pixels`` the 8×8 pixel patches themselves (16 tokens of 16×16×3: what the data holds).
+Trained first, then frozen: ``e2e-history`` / ``e2e-action`` a conv + projector trained end to end with a
+predictor (without / with the true actions) and SIGReg, as the default job trains its encoder;
+``supervised`` the same conv + projector trained to regress the pose from each training frame, with the
+labels: the ceiling of what this encoder and these training episodes allow the probe.
 """
 
 from __future__ import annotations
@@ -77,6 +81,19 @@ class ConvProjector(nn.Module):
         return rearrange(self.projector(torch.relu(out)), "(b t) d -> b t 1 d", b=b)
 
 
+class BackboneOf(nn.Module):
+    """A :class:`ConvProjector`'s conv stack alone: frames ``[B, T, 3, H, W]`` -> ``[B, T, 1, C·(H/8)·(W/8)]``."""
+
+    def __init__(self, encoder: ConvProjector) -> None:
+        super().__init__()
+        self.conv = encoder.conv
+
+    def forward(self, frames):
+        b = frames.shape[0]
+        out = torch.relu(self.conv(rearrange(frames, "b t c h w -> (b t) c h w"))).flatten(1)
+        return rearrange(out, "(b t) f -> b t 1 f", b=b)
+
+
 def pretrain_end_to_end(episodes, size: int, condition: str, steps: int, clip_steps: int, batch: int,
                         weight: float, seed: int = 0):
     """Train :class:`ConvProjector` and a predictor together: MSE of the next frame's embedding plus
@@ -119,6 +136,54 @@ def pretrain_end_to_end(episodes, size: int, condition: str, steps: int, clip_st
     return encoder
 
 
+def train_supervised(episodes, size: int, steps: int, batch: int, seed: int = 0):
+    """The probe's ceiling: :class:`ConvProjector` trained to regress each training frame's pose (the
+    state probe's targets, standardized per task, one linear head per task) directly. What a conv of this
+    size at this resolution can read off these training episodes, labels included; its 64-d output then
+    goes through the same ridge probe as every other encoder. Returns the encoder."""
+    from lavid.encoder import normalize_frames
+    from lavid.state_probe import pose_groups, pose_targets
+
+    torch.manual_seed(seed)
+    train = [e for e in episodes if not e["heldout"]]
+    tasks = sorted({e["task"] for e in train})
+    frames, targets, task_of = [], {}, []
+    for e in train:
+        frames.append(e["frames"])
+        task_of += [tasks.index(e["task"])] * len(e["frames"])
+        groups = pose_groups(e["task"], e["state"].shape[1])
+        targets.setdefault(e["task"], []).append(pose_targets(e["task"], groups, e["state"]))
+    frames, task_of = torch.cat(frames), torch.tensor(task_of)
+    stacked = {t: torch.cat(v) for t, v in targets.items()}
+    width = max(v.shape[1] for v in stacked.values())
+    target = torch.zeros(len(frames), width)
+    mask = torch.zeros(len(frames), width)
+    for i, t in enumerate(tasks):  # standardized per task, zero-padded to the widest task
+        v = stacked[t]
+        target[task_of == i, : v.shape[1]] = (v - v.mean(0)) / (v.std(0) + 1e-6)
+        mask[task_of == i, : v.shape[1]] = 1.0
+    encoder = ConvProjector(size)
+    heads = nn.Parameter(torch.randn(len(tasks), 64, width) * 64 ** -0.5)
+    params = list(encoder.parameters()) + [heads]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.04)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(seed)
+    started = time.perf_counter()
+    for step in range(steps):
+        idx = torch.randint(len(frames), (batch,), generator=generator)
+        z = encoder(normalize_frames(frames[idx])[:, None])[:, 0, 0]
+        prediction = torch.einsum("bd,bdp->bp", z, heads[task_of[idx]])
+        loss = ((prediction - target[idx]).pow(2) * mask[idx]).sum() / mask[idx].sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % max(1, steps // 5) == 0 or step == steps - 1:
+            print(f"  supervised step {step}: pose MSE (standardized) {loss.item():.4f} "
+                  f"({time.perf_counter() - started:.0f}s)", flush=True)
+    return encoder
+
+
 def make_encoder(name: str, size: int, train_frames, mae_steps: int, episodes=None, args=None):
     from lavid.encoder import EncoderConfig, FrameEncoder
 
@@ -126,6 +191,8 @@ def make_encoder(name: str, size: int, train_frames, mae_steps: int, episodes=No
     if name.startswith("e2e-"):
         return pretrain_end_to_end(episodes, size, name[4:], args.e2e_steps, args.clip_steps, args.e2e_batch,
                                    args.sigreg)
+    if name == "supervised":
+        return train_supervised(episodes, size, args.e2e_steps, 2 * args.e2e_batch)
     if name == "pixels":
         return PixelPatches(size // 4)
     if name == "conv":
@@ -261,6 +328,8 @@ def main(argv=None) -> int:
     parser.add_argument("--e2e-batch", type=int, default=32)
     parser.add_argument("--sigreg", type=float, default=0.1, help="SIGReg weight for the end-to-end encoders")
     parser.add_argument("--no-action-test", action="store_true")
+    parser.add_argument("--backbone", action="store_true",
+                        help="for trained conv encoders, also probe the conv stack's output before the projector")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -283,6 +352,15 @@ def main(argv=None) -> int:
         print(f"\n## {name}: tokens {tuple(episodes[0]['features'].shape[1:])}, encode {prep:.0f}s\n"
               + format_table(probe), flush=True)
         row = {"encoder": name, "data": args.data, "stride": args.stride, "encode_s": prep, **summary}
+        if args.backbone and isinstance(encoder, ConvProjector):  # the conv stack's output, before the projector
+            backbone = BackboneOf(encoder)
+            inner = [dict(e) for e in episodes]
+            encode_all(backbone, inner)
+            probe = probe_states([EpisodeFeatures(e["task"], e["features"].flatten(1), e["state"], e["heldout"])
+                                  for e in inner])
+            print(f"\n## {name}, conv stack before the projector: {inner[0]['features'].shape[-1]} features "
+                  f"(PCA to 512 for the ridge)\n" + format_table(probe), flush=True)
+            row.update({f"backbone/{k}": v for k, v in probe.summary().items()})
         if not args.no_action_test:
             test = true_action_test(episodes, args.clip_steps, args.stride, args.steps, args.batch)
             for condition, values in test.items():
