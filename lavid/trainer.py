@@ -65,6 +65,15 @@ def _mixed_precision(setting: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. under ``taskset`` or a cgroup cpuset),
+    not the machine's: two threads on one allowed core spin-wait on each other."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _prepare_out_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     out = Path(config.out_dir)
     checkpoint = latest_checkpoint(out)
@@ -169,7 +178,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                               step_scheduler_with_optimizer=False)
     main = accelerator.is_main_process
     if accelerator.device.type == "cpu":  # accelerate launch pins CPU processes to 1 thread: use a share of the cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+        torch.set_num_threads(max(1, usable_cores() // accelerator.num_processes))
     out, checkpoint = _prepare_out_dir(config)
     if main:
         ensure_default_data(config.data)

@@ -261,3 +261,16 @@ def test_the_trainer_drives_the_kl_warmup(sim_data, tmp_path):
     assert weights == pytest.approx([0.0, 0.0025, 0.005, 0.0075])  # β · step / (warm-up · steps), before each step
     kl = [m["latent/kl"] for m in metrics(out) if "latent/kl" in m][-1]
     assert f"KL {kl:.2f} nats per transition" in result.stdout  # the closing line says how much z carries
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
+def test_the_trainer_counts_the_cores_it_may_run_on_not_the_machines():
+    from lavid.trainer import usable_cores
+
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})  # as under `taskset -c N`
+        assert usable_cores() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert usable_cores() == len(allowed)
