@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from lavid.config import from_dict  # noqa: E402
+from lavid.core.config import from_dict  # noqa: E402
 from lavid.predictor import Predictor, PredictorConfig  # noqa: E402
 from lavid.world_model import LatentActionWorldModel, ModelConfig  # noqa: E402
 
@@ -83,8 +83,8 @@ def default_step_times(repeats: int, compile_model: bool) -> dict[str, tuple[flo
     optimizer step per variant in turn (each variant has its own copy of the same initial weights)."""
     import copy
 
-    from lavid.cli import DEFAULT_CONFIG
-    from lavid.config import load_config
+    from lavid.core.cli import DEFAULT_CONFIG
+    from lavid.core.config import load_config
     from lavid.train_config import TrainConfig
 
     config = load_config(TrainConfig, str(DEFAULT_CONFIG), [])

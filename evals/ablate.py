@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     import dataclasses
 
     from lavid.ablation import parse_values, run_sweep
-    from lavid.config import ConfigError
+    from lavid.core.config import ConfigError
     from lavid.data import DatasetFormatError
 
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from lavid.config import ConfigError, load_config
+    from lavid.core.config import ConfigError, load_config
     from lavid.data import DatasetFormatError
     from lavid.encoder import CheckpointError
     from lavid.runs import RunError, load_run

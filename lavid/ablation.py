@@ -273,7 +273,7 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
               jobs: int = 1, launcher: list[str] | None = None, lpips_weights: str | None = None,
               progress: bool = True, budget_name: str = "custom") -> list[dict[str, Any]]:
     """Run (or finish) the whole ablation into ``out``; returns one result row per run."""
-    from lavid.config import load_config
+    from lavid.core.config import load_config
     from lavid.image_metrics import load_lpips
     from lavid.train_config import TrainConfig
     from lavid.training_data import ensure_default_data

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from lavid.config import check
+from lavid.core.config import check
 from lavid.layers import sincos_2d
 
 log = logging.getLogger(__name__)

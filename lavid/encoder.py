@@ -21,7 +21,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from lavid.config import check
+from lavid.core.config import check
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from lavid.config import check
+from lavid.core.config import check
 from lavid.layers import sincos_2d
 
 

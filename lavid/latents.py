@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lavid.config import check
+from lavid.core.config import check
 
 FAMILIES = ("noisy", "sparse", "discrete", "fsq", "none", "deterministic")
 

@@ -13,7 +13,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from lavid.config import check
+from lavid.core.config import check
 from lavid.encoder import FrameEncoder, normalize_frames
 from lavid.layers import sincos_2d
 

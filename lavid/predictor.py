@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from lavid.config import check
+from lavid.core.config import check
 from lavid.layers import MLP, sincos_1d, sincos_2d
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from lavid.checkpoint import STATE_FILE, latest_checkpoint
-from lavid.config import ConfigError, from_dict, load_yaml
+from lavid.core.config import ConfigError, from_dict, load_yaml
 from lavid.train_config import TrainConfig
 from lavid.world_model import LatentActionWorldModel
 

@@ -19,7 +19,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lavid.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     from lavid.checkpoint import CheckpointMissing
-    from lavid.config import ConfigError, load_config
+    from lavid.core.config import ConfigError, load_config
     from lavid.data import DatasetFormatError
     from lavid.encoder import CheckpointError
     from lavid.evaluation import condition_verdict

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lavid.config import ConfigError, check
+from lavid.core.config import ConfigError, check
 from lavid.world_model import ModelConfig
 
 DEFAULT_DATA = "data/mix"

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from lavid.checkpoint import CheckpointMissing, latest_checkpoint, load_checkpoint, save_checkpoint
-from lavid.config import to_dict
+from lavid.core.config import to_dict
 from lavid.data import make_loader
 from lavid.evaluation import evaluate, rollout_picture
 from lavid.train_config import TrainConfig

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from lavid.config import ConfigError
+from lavid.core.config import ConfigError
 from lavid.data import ClipDataset, DatasetFormatError, FeatureDataset, open_meta, split_by_episode
 from lavid.store import is_complete
 from lavid.train_config import DEFAULT_DATA, DataConfig, TrainConfig

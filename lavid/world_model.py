@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lavid.actions import transition_actions
-from lavid.config import check
+from lavid.core.config import check
 from lavid.encoder import EncoderConfig, FrameEncoder, normalize_frames
 from lavid.idm import IDMConfig, InverseDynamics
 from lavid.latents import LatentConfig, make_family

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lavid import leakage, transfer
-from lavid.config import load_config
+from lavid.core.config import load_config
 from lavid.decoder import DecoderConfig, DecoderError, load_decoder, make_decoder, save_decoder, train_decoder
 from lavid.image_metrics import load_lpips, psnr, ssim
 from lavid.probe import linear_probe, transition_actions

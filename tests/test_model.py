@@ -6,7 +6,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from lavid.config import ConfigError, from_dict
+from lavid.core.config import ConfigError, from_dict
 from lavid.encoder import CheckpointError, EncoderConfig, FrameEncoder, normalize_frames
 from lavid.latents import FAMILIES, LatentConfig, make_family
 from lavid.predictor import AdaLNBlock, Predictor, PredictorConfig

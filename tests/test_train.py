@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lavid.config import ConfigError, load_config
+from lavid.core.config import ConfigError, load_config
 from lavid.data import ClipDataset, DatasetFormatError
 from lavid.train_config import TrainConfig
 from lavid.training_data import build_training_data, resolve_action_dim

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 
 
 def setup_logging(level: int = logging.INFO) -> None:
