@@ -84,7 +84,7 @@ def ceiling(paths: list[str], holdout: float) -> dict[str, dict[str, float]]:
     """``{task: {input kind: held-out R², "episodes": (train, held out)}}`` over the simulator datasets."""
     import datasets
 
-    from lavid.data import ClipDataset, read_rows, split_by_episode
+    from lavid.data.clips import ClipDataset, read_rows, split_by_episode
     from lavid.probe import linear_probe
 
     per_task: dict[str, dict[bool, dict[str, list]]] = {}

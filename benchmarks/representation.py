@@ -228,7 +228,7 @@ def load_episodes(paths: list[str], holdout: float, max_steps: int):
     """Per episode: frames uint8 ``[L, 3, H, W]``, actions ``[L, A]``, states, task, held-out flag."""
     import datasets
 
-    from lavid.data import ClipDataset, read_rows, split_by_episode
+    from lavid.data.clips import ClipDataset, read_rows, split_by_episode
 
     out = []
     for path in paths:

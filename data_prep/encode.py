@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     from lavid.core.config import ConfigError, load_config
-    from lavid.data import DatasetFormatError
+    from lavid.data.clips import DatasetFormatError
     from lavid.feature_cache import build_feature_cache
-    from lavid.store import StoreError
+    from lavid.data.store import StoreError
     from lavid.train_config import TrainConfig
 
     try:

@@ -28,10 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     from lavid.core.config import ConfigError, from_dict, load_config
-    from lavid.data import DatasetFormatError
+    from lavid.data.clips import DatasetFormatError
     from lavid.mae import MAEConfig, pretrain_encoder
     from lavid.train_config import TrainConfig
-    from lavid.training_data import ensure_default_data
+    from lavid.data.training_data import ensure_default_data
 
     try:
         config = load_config(TrainConfig, args.config, args.overrides)

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lavid.ablation import parse_values, run_sweep
     from lavid.core.config import ConfigError
-    from lavid.data import DatasetFormatError
+    from lavid.data.clips import DatasetFormatError
 
     try:
         budget = dataclasses.replace(BUDGETS[args.budget], values=dict(BUDGETS[args.budget].values))

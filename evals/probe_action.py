@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from lavid.data import DatasetFormatError
+    from lavid.data.clips import DatasetFormatError
     from lavid.latent_evals import action_probe, format_action_probe
     from lavid.runs import RunError, load_run
 

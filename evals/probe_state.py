@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     from lavid.core.config import ConfigError, load_config
-    from lavid.data import DatasetFormatError
+    from lavid.data.clips import DatasetFormatError
     from lavid.encoder import CheckpointError
     from lavid.runs import RunError, load_run
     from lavid.state_probe import StateProbeError, format_table, probe_model

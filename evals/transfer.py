@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lavid.decoder import DecoderError, decoder_for_run
     from lavid.runs import RunError, load_run
-    from lavid.video import VideoError
+    from lavid.data.video import VideoError
 
     out = Path(args.out)
     try:

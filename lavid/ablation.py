@@ -222,7 +222,7 @@ def prepare_encoder(config, budget: Budget, paths: SweepPaths, progress: bool) -
 def prepare_features(config, paths: SweepPaths, progress: bool) -> None:
     """Encode the data once with the shared frozen encoder (kept if it matches)."""
     from lavid.feature_cache import build_feature_cache, encoder_fingerprint
-    from lavid.store import read_meta
+    from lavid.data.store import read_meta
     from lavid.world_model import LatentActionWorldModel
     from accelerate.utils import set_seed
 
@@ -252,7 +252,7 @@ def evaluate_run(spec: RunSpec, paths: SweepPaths, budget: Budget, clips: dict, 
         if previous.get("checkpoint") == loaded.checkpoint.name:
             return previous
     if "heldout" not in clips:
-        from lavid.eval_data import load_split
+        from lavid.data.eval_data import load_split
 
         clips["heldout"] = load_split(loaded.config.data, "heldout", budget.eval_clips, seed=loaded.config.seed)
         clips["train"] = load_split(loaded.config.data, "train", budget.probe_clips, seed=loaded.config.seed)
@@ -276,7 +276,7 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
     from lavid.core.config import load_config
     from lavid.image_metrics import load_lpips
     from lavid.train_config import TrainConfig
-    from lavid.training_data import ensure_default_data
+    from lavid.data.training_data import ensure_default_data
 
     paths = SweepPaths(Path(out).resolve())  # runs store these paths in their configs: absolute
     paths.out.mkdir(parents=True, exist_ok=True)

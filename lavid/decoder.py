@@ -166,8 +166,8 @@ def training_frames(config, batch_size: int) -> Callable[[int], Iterable[dict]]:
     """``epoch -> loader`` over the training split's frames of a run config (never its feature cache)."""
     import dataclasses
 
-    from lavid.data import make_loader
-    from lavid.training_data import build_training_data
+    from lavid.data.clips import make_loader
+    from lavid.data.training_data import build_training_data
 
     data = build_training_data(dataclasses.replace(config.data, features=None), config.model.encoder.tubelet)
     batch_size = min(batch_size, len(data.train))  # a small dataset still gives full batches

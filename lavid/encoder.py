@@ -48,7 +48,7 @@ class EncoderConfig:
         sigreg: weight of the SIGReg term (``e2e``); the statistic is scaled per frame, not per token.
         sigreg_directions: random projections per SIGReg evaluation.
         random_shift: training clips are shifted by up to this many pixels (DrQ's augmentation,
-            :mod:`lavid.augment`; one shift per clip); 0 turns it off. Evaluation never shifts.
+            :mod:`lavid.data.augment`; one shift per clip); 0 turns it off. Evaluation never shifts.
         checkpoint: local weights file, or ``None`` for random initialization.
         checkpoint_layout: ``auto``, ``timm``, ``vjepa2`` or ``dinov2``.
         checkpoint_key: sub-dict to read from a V-JEPA 2 checkpoint (default ``target_encoder``).

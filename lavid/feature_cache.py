@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from lavid.store import FORMAT, FORMAT_VERSION, META_FILE, check_writable
+from lavid.data.store import FORMAT, FORMAT_VERSION, META_FILE, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,9 @@ def build_feature_cache(config, out: str, batch_size: int = 16, device: str | No
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from lavid.data import ClipDataset
+    from lavid.data.clips import ClipDataset
     from lavid.encoder import FrameEncoder, normalize_frames
-    from lavid.training_data import source_action_dims
+    from lavid.data.training_data import source_action_dims
 
     if config.model.encoder.mode != "frozen":
         raise ValueError("model.encoder.mode must be frozen to cache features (a finetuned encoder changes them)")

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from lavid import leakage, transfer
-from lavid.actions import transition_actions
-from lavid.eval_data import EvalClips
+from lavid.data.actions import transition_actions
+from lavid.data.eval_data import EvalClips
 from lavid.evaluation import transition_errors
 from lavid.image_metrics import psnr, ssim
 from lavid.probe import linear_probe
@@ -72,7 +72,7 @@ def scene_pairs(model, config, clips: int, seed: int = 0, same_task: bool = Fals
     Raises:
         ValueError: the data has a single video, so no pair of different scenes exists.
     """
-    from lavid.eval_data import load_split
+    from lavid.data.eval_data import load_split
 
     heldout = load_split(config, "heldout", clips, seed=seed, actions=False)
     train = load_split(config, "train", clips, seed=seed, actions=False)
@@ -192,7 +192,7 @@ def action_probe(model, data_config, train_clips: int = 600, heldout_clips: int 
         ``{task: {"z": R², "change": R², "train": transitions, "heldout": transitions}}``; empty when no
         clip has actions on both sides of the split (videos) or the model infers no latent.
     """
-    from lavid.eval_data import load_split
+    from lavid.data.eval_data import load_split
 
     if model.action_conditioned or model.idm is None:
         return {}

@@ -110,8 +110,8 @@ def pretrain_encoder(train_config, mae_config: MAEConfig, out: str, progress: bo
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    from lavid.data import make_loader
-    from lavid.training_data import build_training_data
+    from lavid.data.clips import make_loader
+    from lavid.data.training_data import build_training_data
 
     set_seed(train_config.seed)
     data = build_training_data(train_config.data, train_config.model.encoder.tubelet)

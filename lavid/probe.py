@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from lavid.actions import transition_actions  # noqa: F401  (re-exported: older imports read it here)
+from lavid.data.actions import transition_actions  # noqa: F401  (re-exported: older imports read it here)
 
 
 def fit_ridge(inputs: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-3):

@@ -43,9 +43,9 @@ class StateProbeError(Exception):
 def observation_layout(task: str) -> tuple[tuple[str, int, int], ...]:
     """``((key, start, stop), ...)``: where each observation entry lies in the flattened ``state`` column.
 
-    Read from the task's own observation spec (the order :meth:`lavid.sim.SimEnv.proprio` flattens in).
+    Read from the task's own observation spec (the order :meth:`lavid.data.sim.SimEnv.proprio` flattens in).
     """
-    from lavid.sim import SimEnv, ensure_renderer
+    from lavid.data.sim import SimEnv, ensure_renderer
 
     ensure_renderer()
     env = SimEnv(task, seed=0, size=8)
@@ -210,7 +210,7 @@ def open_with_states(root):
     """``(ClipDataset, episodes table)`` of a simulator dataset, or ``None`` when it stores no states (videos)."""
     import datasets
 
-    from lavid.data import ClipDataset
+    from lavid.data.clips import ClipDataset
 
     dataset = ClipDataset(root, columns=[])
     if dataset.steps is None or "state" not in dataset.steps.column_names:
@@ -236,7 +236,7 @@ def collect_episodes(encode, data, holdout_fraction: float, tubelet: int = 1, ma
     Raises:
         StateProbeError: a dataset's ``state`` column is missing on some rows or has the wrong length.
     """
-    from lavid.data import read_rows, split_by_episode
+    from lavid.data.clips import read_rows, split_by_episode
 
     out: list[EpisodeFeatures] = []
     generator = torch.Generator().manual_seed(seed)

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lavid.checkpoint import CheckpointMissing
     from lavid.core.config import ConfigError, load_config
-    from lavid.data import DatasetFormatError
+    from lavid.data.clips import DatasetFormatError
     from lavid.encoder import CheckpointError
     from lavid.evaluation import condition_verdict
     from lavid.train_config import TrainConfig

@@ -26,7 +26,7 @@ class DataConfig:
         holdout_fraction: share of episodes (videos) held out for evaluation, in every task / camera /
             policy (video sub-folder) with two episodes or more, chosen by a hash of the episode's own
             name (not the dataset's path), so train and held-out clips never share an episode and a
-            moved dataset keeps its split (:func:`lavid.data.split_by_episode`).
+            moved dataset keeps its split (:func:`lavid.data.clips.split_by_episode`).
         num_workers: DataLoader workers per process.
         build_default: build the default dataset when ``data`` is the default and missing.
 

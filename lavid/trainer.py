@@ -20,10 +20,10 @@ import yaml
 
 from lavid.checkpoint import CheckpointMissing, latest_checkpoint, load_checkpoint, save_checkpoint
 from lavid.core.config import to_dict
-from lavid.data import make_loader
+from lavid.data.clips import make_loader
 from lavid.evaluation import evaluate, rollout_picture
 from lavid.train_config import TrainConfig
-from lavid.training_data import MODEL_INPUTS, build_training_data, ensure_default_data, resolve_action_dim
+from lavid.data.training_data import MODEL_INPUTS, build_training_data, ensure_default_data, resolve_action_dim
 from lavid.world_model import LatentActionWorldModel
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def _action_probe(model, config: TrainConfig, out: Path) -> dict[str, float]:
     """Is z the action? :func:`lavid.latent_evals.action_probe` where the data has actions (else nothing)."""
     import numpy as np
 
-    from lavid.data import DatasetFormatError
+    from lavid.data.clips import DatasetFormatError
     from lavid.latent_evals import action_probe, format_action_probe
 
     try:
@@ -197,7 +197,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     core: LatentActionWorldModel = accelerator.unwrap_model(model)
     if data.kind == "features":
-        from lavid.data import DatasetFormatError
+        from lavid.data.clips import DatasetFormatError
         from lavid.feature_cache import encoder_fingerprint
 
         made_by = data.train.dataset.meta.get("encoder")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lavid.transfer import cycle_transfer
-from lavid.video import VideoError, decode_clip, probe
+from lavid.data.video import VideoError, decode_clip, probe
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def load_input(spec: str, frames: int, size: int, fps: float | None, start: floa
     """
     path, sep, index = spec.rpartition("#")
     if sep and Path(path).is_dir():
-        from lavid.data import ClipDataset
+        from lavid.data.clips import ClipDataset
 
         dataset = ClipDataset(path, columns=[], max_frames=frames, frame_stride=frame_stride)
         if not index.isdigit() or int(index) >= len(dataset):

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lavid.actions import transition_actions
+from lavid.data.actions import transition_actions
 from lavid.core.config import check
 from lavid.encoder import EncoderConfig, FrameEncoder, normalize_frames
 from lavid.idm import IDMConfig, InverseDynamics
@@ -166,7 +166,7 @@ class LatentActionWorldModel(nn.Module):
 
         ``condition=latent``: the IDM's latents (:meth:`infer_latents`; ``actions`` is ignored).
         ``condition=action``: ``actions [B, T, r·A]`` per kept frame (``T >= S·k``) grouped by step, the
-        actions of step ``t`` causing ``t -> t+1`` (:func:`lavid.actions.transition_actions`); no loss.
+        actions of step ``t`` causing ``t -> t+1`` (:func:`lavid.data.actions.transition_actions`); no loss.
         """
         if not self.action_conditioned:
             return self.infer_latents(states, generator)
@@ -200,7 +200,7 @@ class LatentActionWorldModel(nn.Module):
             states = targets = F.layer_norm(features.float(), features.shape[-1:])
         elif frames is not None:
             if self.training and self.config.encoder.random_shift:
-                from lavid.augment import random_shift
+                from lavid.data.augment import random_shift
 
                 frames = random_shift(frames, self.config.encoder.random_shift, generator)
             states, raw = self._encode(frames)

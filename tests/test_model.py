@@ -357,7 +357,7 @@ def action_task(batch, generator, weights, frames=8, tubelet=2):
     """Synthetic dynamics where each token's change depends only on the action:
     ``s_t+1 = s_t + W · a_t`` with ``a_t`` the actions of step t's frames. Returns ``(states [B, S, N, D],
     actions [B, T, A])``."""
-    from lavid.actions import transition_actions
+    from lavid.data.actions import transition_actions
 
     tokens, dim, _ = weights.shape
     actions = torch.randn(batch, frames, weights.shape[-1] // tubelet, generator=generator)
@@ -367,7 +367,7 @@ def action_task(batch, generator, weights, frames=8, tubelet=2):
 
 
 def test_true_action_model_beats_history_alone_where_the_change_depends_only_on_the_action():
-    from lavid.actions import transition_actions
+    from lavid.data.actions import transition_actions
 
     torch.manual_seed(0)
     tokens, dim, action_dim, tubelet = 4, 8, 2, 2
@@ -562,7 +562,7 @@ def test_a_history_idm_reads_the_previous_change_and_only_that():
 
 
 def test_random_shift_moves_each_clip_as_a_whole():
-    from lavid.augment import random_shift
+    from lavid.data.augment import random_shift
 
     frames = torch.zeros(8, 3, 3, 16, 16, dtype=torch.uint8)
     frames[:, :, :, 6:10, 6:10] = 200  # a square, the same in every frame

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from lavid.core.config import ConfigError, load_config
-from lavid.data import ClipDataset, DatasetFormatError
+from lavid.data.clips import ClipDataset, DatasetFormatError
 from lavid.train_config import TrainConfig
-from lavid.training_data import build_training_data, resolve_action_dim
+from lavid.data.training_data import build_training_data, resolve_action_dim
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "lavid" / "train.py"
@@ -199,7 +199,7 @@ def test_frame_stride_keeps_every_rth_frame_and_concatenates_the_actions(sim_dat
 def test_condition_and_stride_config_errors_name_the_key(tmp_path, sim_data):
     from conftest import write_video
 
-    from lavid.video_index import VideoIndexConfig, build_video_dataset
+    from lavid.data.video_index import VideoIndexConfig, build_video_dataset
 
     for override, key in (("data.frame_stride=0", "data.frame_stride"), ("model.condition=bogus", "model.condition"),
                           ("model.action_dim=-2", "model.action_dim")):

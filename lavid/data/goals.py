@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lavid.data import open_meta, read_rows
-from lavid.sim import SimEnv
+from lavid.data.clips import open_meta, read_rows
+from lavid.data.sim import SimEnv
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lavid.data import ClipDataset, split_by_episode
+from lavid.data.clips import ClipDataset, split_by_episode
 from lavid.train_config import DataConfig
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from lavid.policies import check_policy_name, make_policy
-from lavid.sim import SimEnv, check_task, ensure_renderer
-from lavid.store import ChunkedWriter, ItemResult, clip_features, prepare_output, read_meta
+from lavid.data.policies import check_policy_name, make_policy
+from lavid.data.sim import SimEnv, check_task, ensure_renderer
+from lavid.data.store import ChunkedWriter, ItemResult, clip_features, prepare_output, read_meta
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import functools
 import os
 from pathlib import Path
 
-from lavid.video import VideoSource
+from lavid.data.video import VideoSource
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".avi", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".ogv", ".3gp", ".gif"}

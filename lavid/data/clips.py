@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lavid.sources import read_source
-from lavid.store import META_FILE, read_meta
-from lavid.video import VideoError, decode_clip
+from lavid.data.sources import read_source
+from lavid.data.store import META_FILE, read_meta
+from lavid.data.video import VideoError, decode_clip
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class ClipDataset(Dataset):
             after this many consecutive failures.
         frame_stride: keep every ``r``-th stored frame; a clip of ``T`` kept frames reads ``T·r`` stored
             ones. Kept frame ``t``'s ``action`` is the ``r`` stored actions from it up to the next kept
-            frame, concatenated (``[T, r·A]``, see :func:`lavid.actions.stride_actions`); its ``reward``
+            frame, concatenated (``[T, r·A]``, see :func:`lavid.data.actions.stride_actions`); its ``reward``
             is the sum of their ``r`` rewards; every other column is its value at the kept frame.
         pad_actions: zero-pad each stored frame's action to this many entries before grouping (tasks of a
             mix with different action sizes then give one shape: ``[T, r·pad_actions]``).
@@ -183,7 +183,7 @@ class ClipDataset(Dataset):
 
     def _strided(self, column: str, values: torch.Tensor) -> torch.Tensor:
         """One stored column ``[T·r, ...]`` -> per kept frame ``[T, ...]`` (see the class docstring)."""
-        from lavid.actions import pad_actions, stride_actions
+        from lavid.data.actions import pad_actions, stride_actions
 
         stride = self.frame_stride
         if column == "action":
@@ -329,7 +329,7 @@ def episode_identities(sources: list[str]) -> list[str]:
     named by their path relative to the folder all of ``sources`` share; rows of a ``dataset:`` source by
     the dataset folder's name and the row. So moving a dataset, or the videos it indexes, keeps its split.
     """
-    from lavid.sources import DATASET_PREFIX
+    from lavid.data.sources import DATASET_PREFIX
 
     files = [s for s in sources if os.path.isabs(s)]
     root = os.path.commonpath(files) if files else ""
@@ -423,7 +423,7 @@ class FeatureDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         from einops import rearrange
 
-        from lavid.actions import pad_actions
+        from lavid.data.actions import pad_actions
 
         with_actions = self.pad_actions is not None
         rows = read_rows(self.table, index, 1, ["features", "actions"] if with_actions else ["features"])

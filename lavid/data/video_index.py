@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
-from lavid.sources import list_sources, read_source
-from lavid.store import (
+from lavid.data.sources import list_sources, read_source
+from lavid.data.store import (
     ChunkedWriter,
     ItemResult,
     StoreError,
@@ -24,7 +24,7 @@ from lavid.store import (
     prepare_output,
     read_meta,
 )
-from lavid.video import VideoError, decode_clip, probe
+from lavid.data.video import VideoError, decode_clip, probe
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def build_video_dataset(
     folder with the same arguments does nothing.
 
     Args:
-        src: folder, list file or dataset of videos (see :func:`lavid.sources.list_sources`).
+        src: folder, list file or dataset of videos (see :func:`lavid.data.sources.list_sources`).
         out: output folder.
         config: clip parameters.
         workers: processes probing/decoding in parallel (0: in this process).

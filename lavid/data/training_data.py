@@ -14,13 +14,13 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from lavid.core.config import ConfigError
-from lavid.data import ClipDataset, DatasetFormatError, FeatureDataset, open_meta, split_by_episode
-from lavid.store import is_complete
+from lavid.data.clips import ClipDataset, DatasetFormatError, FeatureDataset, open_meta, split_by_episode
+from lavid.data.store import is_complete
 from lavid.train_config import DEFAULT_DATA, DataConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 MODEL_INPUTS = ("frames", "features", "actions")
