@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from lavid.core.config import from_dict  # noqa: E402
-from lavid.predictor import Predictor, PredictorConfig  # noqa: E402
-from lavid.world_model import LatentActionWorldModel, ModelConfig  # noqa: E402
+from lavid.models.predictor import Predictor, PredictorConfig  # noqa: E402
+from lavid.models.world_model import LatentActionWorldModel, ModelConfig  # noqa: E402
 
 SIZES = {
     "tiny (64 px, enc 128x4, pred 192x4)": ({}, 8, 8),

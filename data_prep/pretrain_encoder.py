@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     from lavid.core.config import ConfigError, from_dict, load_config
     from lavid.data.clips import DatasetFormatError
-    from lavid.mae import MAEConfig, pretrain_encoder
+    from lavid.models.mae import MAEConfig, pretrain_encoder
     from lavid.train_config import TrainConfig
     from lavid.data.training_data import ensure_default_data
 

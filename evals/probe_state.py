@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lavid.core.config import ConfigError, load_config
     from lavid.data.clips import DatasetFormatError
-    from lavid.encoder import CheckpointError
+    from lavid.models.encoder import CheckpointError
     from lavid.runs import RunError, load_run
     from lavid.state_probe import StateProbeError, format_table, probe_model
     from lavid.train_config import TrainConfig
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from accelerate.utils import set_seed
 
-            from lavid.world_model import LatentActionWorldModel
+            from lavid.models.world_model import LatentActionWorldModel
 
             config = load_config(TrainConfig, args.config, args.overrides)
             set_seed(config.seed)  # the encoder lavid/train.py would start from

@@ -211,7 +211,7 @@ def prepare_encoder(config, budget: Budget, paths: SweepPaths, progress: bool) -
                     "random encoder", config.model.encoder.arch)
         return None
     if not paths.encoder.exists():
-        from lavid.mae import MAEConfig, pretrain_encoder
+        from lavid.models.mae import MAEConfig, pretrain_encoder
 
         log.info("pretraining the shared encoder (MAE, %d steps)", budget.mae_steps)
         summary = pretrain_encoder(config, MAEConfig(steps=budget.mae_steps), str(paths.encoder), progress=progress)
@@ -223,7 +223,7 @@ def prepare_features(config, paths: SweepPaths, progress: bool) -> None:
     """Encode the data once with the shared frozen encoder (kept if it matches)."""
     from lavid.feature_cache import build_feature_cache, encoder_fingerprint
     from lavid.data.store import read_meta
-    from lavid.world_model import LatentActionWorldModel
+    from lavid.models.world_model import LatentActionWorldModel
     from accelerate.utils import set_seed
 
     meta = read_meta(paths.features)
@@ -309,7 +309,7 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
     decoders: dict[str, Any] = {}
 
     def decoder_factory(model, run_config, run_dir: Path):
-        from lavid.decoder import load_or_train_decoder
+        from lavid.models.decoder import load_or_train_decoder
 
         key = "shared" if shared else str(run_dir)
         if key not in decoders:

@@ -48,7 +48,7 @@ def build_feature_cache(config, out: str, batch_size: int = 16, device: str | No
     from tqdm.auto import tqdm
 
     from lavid.data.clips import ClipDataset
-    from lavid.encoder import FrameEncoder, normalize_frames
+    from lavid.models.encoder import FrameEncoder, normalize_frames
     from lavid.data.training_data import source_action_dims
 
     if config.model.encoder.mode != "frozen":

@@ -16,7 +16,7 @@ import torch
 from lavid.checkpoint import STATE_FILE, latest_checkpoint
 from lavid.core.config import ConfigError, from_dict, load_yaml
 from lavid.train_config import TrainConfig
-from lavid.world_model import LatentActionWorldModel
+from lavid.models.world_model import LatentActionWorldModel
 
 WEIGHTS = "model.safetensors"
 

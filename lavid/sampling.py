@@ -16,7 +16,7 @@ import torch
 
 def has_sampler(model) -> bool:
     """Whether the model's latent family can draw latents without an IDM."""
-    from lavid.latents import LatentFamily
+    from lavid.models.latents import LatentFamily
 
     return type(model.family).sample is not LatentFamily.sample
 

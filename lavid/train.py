@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.checkpoint import CheckpointMissing
     from lavid.core.config import ConfigError, load_config
     from lavid.data.clips import DatasetFormatError
-    from lavid.encoder import CheckpointError
+    from lavid.models.encoder import CheckpointError
     from lavid.evaluation import condition_verdict
     from lavid.train_config import TrainConfig
     from lavid.trainer import RunExists, train

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from lavid.core.config import ConfigError, check
-from lavid.world_model import ModelConfig
+from lavid.models.world_model import ModelConfig
 
 DEFAULT_DATA = "data/mix"
 """The embedded default: built with ``data_prep/dmc.py --preset mix`` on first use when missing."""

@@ -24,7 +24,7 @@ from lavid.data.clips import make_loader
 from lavid.evaluation import evaluate, rollout_picture
 from lavid.train_config import TrainConfig
 from lavid.data.training_data import MODEL_INPUTS, build_training_data, ensure_default_data, resolve_action_dim
-from lavid.world_model import LatentActionWorldModel
+from lavid.models.world_model import LatentActionWorldModel
 
 log = logging.getLogger(__name__)
 

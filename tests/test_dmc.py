@@ -247,7 +247,7 @@ def test_rendering_then_building_a_model_in_one_process_does_not_crash():
     code = (
         "from lavid.data.sim import SimEnv\n"
         "env = SimEnv('cartpole-swingup', 0, 16); env.reset(); env.render()\n"
-        "from lavid.world_model import LatentActionWorldModel, ModelConfig\n"
+        "from lavid.models.world_model import LatentActionWorldModel, ModelConfig\n"
         "LatentActionWorldModel(ModelConfig()); print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -10,12 +10,12 @@ from torch import nn
 
 from lavid import leakage, transfer
 from lavid.core.config import load_config
-from lavid.decoder import DecoderConfig, DecoderError, load_decoder, make_decoder, save_decoder, train_decoder
+from lavid.models.decoder import DecoderConfig, DecoderError, load_decoder, make_decoder, save_decoder, train_decoder
 from lavid.image_metrics import load_lpips, psnr, ssim
 from lavid.probe import linear_probe, transition_actions
 from lavid.sampling import has_sampler, sample_metrics, sampled_rollouts
 from lavid.train_config import TrainConfig
-from lavid.world_model import LatentActionWorldModel
+from lavid.models.world_model import LatentActionWorldModel
 
 from test_train import TINY
 

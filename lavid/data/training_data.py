@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 MODEL_INPUTS = ("frames", "features", "actions")
-"""Keys of a training batch that are keyword inputs of :class:`lavid.world_model.LatentActionWorldModel`."""
+"""Keys of a training batch that are keyword inputs of :class:`lavid.models.world_model.LatentActionWorldModel`."""
 
 
 @dataclass

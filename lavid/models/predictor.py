@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from lavid.core.config import check
-from lavid.layers import MLP, sincos_1d, sincos_2d
+from lavid.models.layers import MLP, sincos_1d, sincos_2d
 
 
 @dataclass

@@ -34,10 +34,10 @@ from torch import nn
 
 from lavid.data.actions import transition_actions
 from lavid.core.config import check
-from lavid.encoder import EncoderConfig, FrameEncoder, normalize_frames
-from lavid.idm import IDMConfig, InverseDynamics
-from lavid.latents import LatentConfig, make_family
-from lavid.predictor import Predictor, PredictorConfig
+from lavid.models.encoder import EncoderConfig, FrameEncoder, normalize_frames
+from lavid.models.idm import IDMConfig, InverseDynamics
+from lavid.models.latents import LatentConfig, make_family
+from lavid.models.predictor import Predictor, PredictorConfig
 
 
 @dataclass
@@ -137,7 +137,7 @@ class LatentActionWorldModel(nn.Module):
         gradients), so it does not depend on how the global batch is split. The random directions come
         from the global torch RNG, which ``set_seed`` makes the same on every process (and checkpoints save).
         """
-        from lavid.sigreg import sigreg
+        from lavid.models.sigreg import sigreg
 
         config = self.config.encoder
         tokens = raw.flatten(0, 2)

@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from lavid.core.config import check
-from lavid.layers import sincos_2d
+from lavid.models.layers import sincos_2d
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def train_decoder(model, batches: Callable[[int], Iterable[dict]], config: Decod
     """Fit a decoder to ``model``'s (target) representations of real frames; ``model`` stays frozen.
 
     Args:
-        model: a :class:`~lavid.world_model.LatentActionWorldModel` (its encoder's features are decoded).
+        model: a :class:`~lavid.models.world_model.LatentActionWorldModel` (its encoder's features are decoded).
         batches: ``epoch -> iterable of {"frames": uint8 [B, T, 3, H, W]}``.
 
     Returns:

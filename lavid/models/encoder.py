@@ -43,7 +43,7 @@ class EncoderConfig:
         tubelet: frames per step (1 or 2).
         mode: ``frozen`` (no gradients), ``ema`` (finetuned; targets come from an EMA copy so the
             features cannot collapse to a constant) or ``e2e`` (trained end to end with the predictor,
-            targets from the same encoder, kept from collapse by SIGReg, :mod:`lavid.sigreg`).
+            targets from the same encoder, kept from collapse by SIGReg, :mod:`lavid.models.sigreg`).
         ema_momentum: EMA decay of the target encoder per optimizer step.
         sigreg: weight of the SIGReg term (``e2e``); the statistic is scaled per frame, not per token.
         sigreg_directions: random projections per SIGReg evaluation.

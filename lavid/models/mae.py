@@ -14,8 +14,8 @@ from einops import rearrange
 from torch import nn
 
 from lavid.core.config import check
-from lavid.encoder import FrameEncoder, normalize_frames
-from lavid.layers import sincos_2d
+from lavid.models.encoder import FrameEncoder, normalize_frames
+from lavid.models.layers import sincos_2d
 
 
 @dataclass

@@ -10,7 +10,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from lavid.core.config import check
-from lavid.layers import sincos_2d
+from lavid.models.layers import sincos_2d
 
 
 @dataclass
