@@ -85,7 +85,7 @@ def default_step_times(repeats: int, compile_model: bool) -> dict[str, tuple[flo
 
     from lavid.core.cli import DEFAULT_CONFIG
     from lavid.core.config import load_config
-    from lavid.train_config import TrainConfig
+    from lavid.training.train_config import TrainConfig
 
     config = load_config(TrainConfig, str(DEFAULT_CONFIG), [])
     torch.manual_seed(0)

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.core.config import ConfigError, from_dict, load_config
     from lavid.data.clips import DatasetFormatError
     from lavid.models.mae import MAEConfig, pretrain_encoder
-    from lavid.train_config import TrainConfig
+    from lavid.training.train_config import TrainConfig
     from lavid.data.training_data import ensure_default_data
 
     try:

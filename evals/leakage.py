@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lavid import leakage
     from lavid.latent_evals import scene_pairs
-    from lavid.runs import RunError, load_run
+    from lavid.training.runs import RunError, load_run
 
     rows = []
     for path in args.checkpoint:

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lavid.data.clips import DatasetFormatError
     from lavid.latent_evals import action_probe, format_action_probe
-    from lavid.runs import RunError, load_run
+    from lavid.training.runs import RunError, load_run
 
     try:
         loaded = load_run(args.checkpoint, args.device)

@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.core.config import ConfigError, load_config
     from lavid.data.clips import DatasetFormatError
     from lavid.models.encoder import CheckpointError
-    from lavid.runs import RunError, load_run
+    from lavid.training.runs import RunError, load_run
     from lavid.state_probe import StateProbeError, format_table, probe_model
-    from lavid.train_config import TrainConfig
+    from lavid.training.train_config import TrainConfig
 
     try:
         if args.checkpoint:

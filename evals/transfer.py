@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from lavid.models.decoder import DecoderError, decoder_for_run
-    from lavid.runs import RunError, load_run
+    from lavid.training.runs import RunError, load_run
     from lavid.data.video import VideoError
 
     out = Path(args.out)

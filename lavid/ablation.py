@@ -147,7 +147,7 @@ def plan_runs(budget: Budget, families: list[str]) -> list[RunSpec]:
 
 
 def _checkpoint_step(run_dir: Path) -> int:
-    from lavid.checkpoint import STATE_FILE, latest_checkpoint
+    from lavid.training.checkpoint import STATE_FILE, latest_checkpoint
 
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
@@ -221,7 +221,7 @@ def prepare_encoder(config, budget: Budget, paths: SweepPaths, progress: bool) -
 
 def prepare_features(config, paths: SweepPaths, progress: bool) -> None:
     """Encode the data once with the shared frozen encoder (kept if it matches)."""
-    from lavid.feature_cache import build_feature_cache, encoder_fingerprint
+    from lavid.training.feature_cache import build_feature_cache, encoder_fingerprint
     from lavid.data.store import read_meta
     from lavid.models.world_model import LatentActionWorldModel
     from accelerate.utils import set_seed
@@ -242,7 +242,7 @@ def evaluate_run(spec: RunSpec, paths: SweepPaths, budget: Budget, clips: dict, 
                  progress: bool) -> dict[str, Any]:
     """The latent evals of one trained run, cached in ``eval.json`` next to its checkpoint."""
     from lavid.latent_evals import evaluate_latents
-    from lavid.runs import load_run
+    from lavid.training.runs import load_run
 
     run_dir = paths.run(spec)
     cached = run_dir / "eval.json"
@@ -275,7 +275,7 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
     """Run (or finish) the whole ablation into ``out``; returns one result row per run."""
     from lavid.core.config import load_config
     from lavid.image_metrics import load_lpips
-    from lavid.train_config import TrainConfig
+    from lavid.training.train_config import TrainConfig
     from lavid.data.training_data import ensure_default_data
 
     paths = SweepPaths(Path(out).resolve())  # runs store these paths in their configs: absolute

@@ -18,7 +18,7 @@ import torch
 from lavid import leakage, transfer
 from lavid.data.actions import transition_actions
 from lavid.data.eval_data import EvalClips
-from lavid.evaluation import transition_errors
+from lavid.training.evaluation import transition_errors
 from lavid.image_metrics import psnr, ssim
 from lavid.probe import linear_probe
 from lavid.sampling import has_sampler, sample_metrics, sampled_rollouts
@@ -62,7 +62,7 @@ def scene_pairs(model, config, clips: int, seed: int = 0, same_task: bool = Fals
     """Held-out clips A paired with clips B of other videos (held-out or training) for leakage / transfer.
 
     Args:
-        config: the run's :class:`~lavid.train_config.DataConfig`.
+        config: the run's :class:`~lavid.training.train_config.DataConfig`.
         same_task: B comes from another episode of A's own simulator task (a cut between two scenes of
             the kind the model was trained on), not from any other video.
 
@@ -105,7 +105,7 @@ def _batched(function, *tensors: torch.Tensor, batch_size: int = 16) -> dict[str
 @torch.no_grad()
 def prediction_errors(model, states: torch.Tensor, targets: torch.Tensor, horizon: int) -> dict[str, float]:
     """One-step (IDM latents), copy-last-step (target vs target), shuffled-latent and rollout errors over
-    clips ``[M, S, N, D]``, with the same definitions as training's held-out eval (:mod:`lavid.evaluation`;
+    clips ``[M, S, N, D]``, with the same definitions as training's held-out eval (:mod:`lavid.training.evaluation`;
     latents are shuffled within batches of 16 clips)."""
 
     def per_clip(s, t):

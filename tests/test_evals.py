@@ -14,7 +14,7 @@ from lavid.models.decoder import DecoderConfig, DecoderError, load_decoder, make
 from lavid.image_metrics import load_lpips, psnr, ssim
 from lavid.probe import linear_probe, transition_actions
 from lavid.sampling import has_sampler, sample_metrics, sampled_rollouts
-from lavid.train_config import TrainConfig
+from lavid.training.train_config import TrainConfig
 from lavid.models.world_model import LatentActionWorldModel
 
 from test_train import TINY

@@ -426,7 +426,7 @@ def test_action_condition_builds_no_idm_and_needs_actions():
 
 
 def test_copy_baseline_compares_target_with_target_in_ema_mode():
-    from lavid.evaluation import evaluate
+    from lavid.training.evaluation import evaluate
 
     torch.manual_seed(0)
     model = LatentActionWorldModel(tiny_config("noisy", mode="ema")).eval()
@@ -448,7 +448,7 @@ def test_copy_baseline_compares_target_with_target_in_ema_mode():
 
 
 def test_shuffled_latents_change_nothing_for_the_deterministic_family():
-    from lavid.evaluation import evaluate
+    from lavid.training.evaluation import evaluate
 
     torch.manual_seed(0)
     clips = [{"frames": moving_square_clips(seed=s)} for s in (0, 1)]

@@ -16,7 +16,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from lavid.core.config import ConfigError
 from lavid.data.clips import ClipDataset, DatasetFormatError, FeatureDataset, open_meta, split_by_episode
 from lavid.data.store import is_complete
-from lavid.train_config import DEFAULT_DATA, DataConfig, TrainConfig
+from lavid.training.train_config import DEFAULT_DATA, DataConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -125,7 +125,7 @@ def pretrain_encoder(train_config, mae_config: MAEConfig, out: str, progress: bo
     model = MaskedAutoencoder(encoder, mae_config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=mae_config.lr, weight_decay=mae_config.weight_decay,
                                   betas=(0.9, 0.95))
-    from lavid.trainer import lr_lambda
+    from lavid.training.trainer import lr_lambda
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(mae_config.steps, 0.1, 0.0))
     generator = torch.Generator().manual_seed(train_config.seed)

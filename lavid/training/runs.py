@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from lavid.checkpoint import STATE_FILE, latest_checkpoint
+from lavid.training.checkpoint import STATE_FILE, latest_checkpoint
 from lavid.core.config import ConfigError, from_dict, load_yaml
-from lavid.train_config import TrainConfig
+from lavid.training.train_config import TrainConfig
 from lavid.models.world_model import LatentActionWorldModel
 
 WEIGHTS = "model.safetensors"

@@ -40,7 +40,7 @@ def build_feature_cache(config, out: str, batch_size: int = 16, device: str | No
     ``action_dim`` (0: no actions) and ``without_actions`` (the sources that have none).
 
     Args:
-        config: a :class:`lavid.train_config.TrainConfig` with ``model.encoder.mode=frozen``.
+        config: a :class:`lavid.training.train_config.TrainConfig` with ``model.encoder.mode=frozen``.
     """
     import datasets
     from accelerate.utils import set_seed

@@ -18,11 +18,11 @@ from typing import Any
 import torch
 import yaml
 
-from lavid.checkpoint import CheckpointMissing, latest_checkpoint, load_checkpoint, save_checkpoint
+from lavid.training.checkpoint import CheckpointMissing, latest_checkpoint, load_checkpoint, save_checkpoint
 from lavid.core.config import to_dict
 from lavid.data.clips import make_loader
-from lavid.evaluation import evaluate, rollout_picture
-from lavid.train_config import TrainConfig
+from lavid.training.evaluation import evaluate, rollout_picture
+from lavid.training.train_config import TrainConfig
 from lavid.data.training_data import MODEL_INPUTS, build_training_data, ensure_default_data, resolve_action_dim
 from lavid.models.world_model import LatentActionWorldModel
 
@@ -198,7 +198,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     core: LatentActionWorldModel = accelerator.unwrap_model(model)
     if data.kind == "features":
         from lavid.data.clips import DatasetFormatError
-        from lavid.feature_cache import encoder_fingerprint
+        from lavid.training.feature_cache import encoder_fingerprint
 
         made_by = data.train.dataset.meta.get("encoder")
         if made_by != encoder_fingerprint(core.encoder):
