@@ -3,7 +3,7 @@
     python benchmarks/representation.py --data data/jaco --encoders vit64,vit16,pixels,conv --steps 600
 
 For each frozen frame encoder, every stored frame of the datasets is encoded once, then:
-1. the held-out state probe (:mod:`lavid.state_probe`): R² of pose and of pose change, per task;
+1. the held-out state probe (:mod:`lavid.metrics.state_probe`): R² of pose and of pose change, per task;
 2. the true-action test: lavid's predictor trained on the cached features twice from the same seed,
    conditioned on the true actions of each step (stacked over the frame stride) and on nothing
    (deterministic), scored on held-out episodes as one-step L1 ÷ copy L1, and with the actions
@@ -142,7 +142,7 @@ def train_supervised(episodes, size: int, steps: int, batch: int, seed: int = 0)
     size at this resolution can read off these training episodes, labels included; its 64-d output then
     goes through the same ridge probe as every other encoder. Returns the encoder."""
     from lavid.models.encoder import normalize_frames
-    from lavid.state_probe import pose_groups, pose_targets
+    from lavid.metrics.state_probe import pose_groups, pose_targets
 
     torch.manual_seed(seed)
     train = [e for e in episodes if not e["heldout"]]
@@ -333,7 +333,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    from lavid.state_probe import EpisodeFeatures, format_table, probe_states
+    from lavid.metrics.state_probe import EpisodeFeatures, format_table, probe_states
 
     episodes = load_episodes(args.data.split(","), args.holdout, args.max_steps)
     size = episodes[0]["frames"].shape[-1]

@@ -23,7 +23,7 @@ from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E4
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lavid.ablation import BUDGETS, FAMILIES
+    from lavid.metrics.ablation import BUDGETS, FAMILIES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/ablate", help="output folder (default runs/ablate)")
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import dataclasses
 
-    from lavid.ablation import parse_values, run_sweep
+    from lavid.metrics.ablation import parse_values, run_sweep
     from lavid.core.config import ConfigError
     from lavid.data.clips import DatasetFormatError
 

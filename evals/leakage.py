@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from lavid import leakage
-    from lavid.latent_evals import scene_pairs
+    from lavid.metrics import leakage
+    from lavid.metrics.latent_evals import scene_pairs
     from lavid.training.runs import RunError, load_run
 
     rows = []

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     from lavid.data.clips import DatasetFormatError
-    from lavid.latent_evals import action_probe, format_action_probe
+    from lavid.metrics.latent_evals import action_probe, format_action_probe
     from lavid.training.runs import RunError, load_run
 
     try:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.data.clips import DatasetFormatError
     from lavid.models.encoder import CheckpointError
     from lavid.training.runs import RunError, load_run
-    from lavid.state_probe import StateProbeError, format_table, probe_model
+    from lavid.metrics.state_probe import StateProbeError, format_table, probe_model
     from lavid.training.train_config import TrainConfig
 
     try:

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         summary: dict = {"run": str(loaded.run_dir), "checkpoint": loaded.checkpoint.name,
                          "family": loaded.config.model.latent.family}
         if args.video_a is not None:
-            from lavid.transfer_viz import load_input, transfer_rows, write_transfer
+            from lavid.metrics.transfer_viz import load_input, transfer_rows, write_transfer
 
             frames, size = loaded.config.data.frames, loaded.config.model.encoder.img_size
             stride = loaded.config.data.frame_stride
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             summary["pair"] = {"a": args.video_a, "b": args.video_b, **metrics}
             print(f"wrote {paths['png']}, {paths['gif']}, {paths['mp4']}; cycle/own error ratio {metrics['ratio']:.3f}")
         if args.pairs > 0:
-            from lavid import transfer
-            from lavid.latent_evals import scene_pairs
+            from lavid.metrics import transfer
+            from lavid.metrics.latent_evals import scene_pairs
 
             states_a, targets_a, states_b, _ = scene_pairs(loaded.model, loaded.config.data, args.pairs,
                                                            seed=loaded.config.seed)

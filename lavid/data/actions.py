@@ -10,7 +10,7 @@ Conventions (frame ``t``'s action is applied after frame ``t`` is observed):
   concatenated (:func:`step_actions`): ``[S, k·r·A]``; the transition ``s -> s + 1`` is caused by the
   actions of step ``s`` (:func:`transition_actions`).
 
-``lavid.probe.transition_actions`` is the same function as :func:`transition_actions` here and could
+``lavid.metrics.probe.transition_actions`` is the same function as :func:`transition_actions` here and could
 import it from this module.
 """
 

@@ -115,11 +115,11 @@ class TrainConfig:
         eval_batches: held-out batches per evaluation.
         rollout_horizon: steps predicted autoregressively in the rollout evaluation.
         keep_checkpoints: how many recent checkpoints to keep.
-        probe_episodes: after training, the state probe (:mod:`lavid.state_probe`) of the trained encoder on
+        probe_episodes: after training, the state probe (:mod:`lavid.metrics.state_probe`) of the trained encoder on
             up to this many training and as many held-out episodes per task of the sources that store
             simulator states; logged as ``probe/...`` and written to ``state_probe.md`` (0: skip). With it,
             where clips have actions, the action probe of the latent (``probe/action_z/...``,
-            ``probe/action_change/...``, ``action_probe.md``; :func:`lavid.latent_evals.action_probe`).
+            ``probe/action_change/...``, ``action_probe.md``; :func:`lavid.metrics.latent_evals.action_probe`).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -117,7 +117,7 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def _probe(model, config: TrainConfig, out: Path, step: int, metrics: MetricsLog) -> dict[str, float]:
     """The trained encoder's state probe on the sources that store simulator states, and the latent's
     action probe on those with actions (neither: nothing)."""
-    from lavid.state_probe import StateProbeError, format_table, probe_model
+    from lavid.metrics.state_probe import StateProbeError, format_table, probe_model
 
     paths = [path for path, _ in config.data.sources()]
     try:
@@ -136,11 +136,11 @@ def _probe(model, config: TrainConfig, out: Path, step: int, metrics: MetricsLog
 
 
 def _action_probe(model, config: TrainConfig, out: Path) -> dict[str, float]:
-    """Is z the action? :func:`lavid.latent_evals.action_probe` where the data has actions (else nothing)."""
+    """Is z the action? :func:`lavid.metrics.latent_evals.action_probe` where the data has actions (else nothing)."""
     import numpy as np
 
     from lavid.data.clips import DatasetFormatError
-    from lavid.latent_evals import action_probe, format_action_probe
+    from lavid.metrics.latent_evals import action_probe, format_action_probe
 
     try:
         result = action_probe(model, config.data, seed=config.seed)

@@ -7,7 +7,7 @@ touch sensors, which one frame cannot show) are what an action moves. Two held-o
 - **state**: features of a step ``[N·D]`` -> the pose at that step;
 - **change**: feature change between two consecutive steps -> the pose change between them.
 
-Both are ridge regressions (strength by 5-fold cross-validation, :func:`lavid.probe.choose_ridge`)
+Both are ridge regressions (strength by 5-fold cross-validation, :func:`lavid.metrics.probe.choose_ridge`)
 fit on training episodes and scored by R² on held-out episodes. Features wider than ``max_dim`` are
 first reduced by PCA fit on the training features (a ridge on 8,192 token features would cost minutes
 per fold and gain nothing over their leading components).
@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from lavid.probe import choose_ridge, fit_ridge
+from lavid.metrics.probe import choose_ridge, fit_ridge
 
 log = logging.getLogger(__name__)
 

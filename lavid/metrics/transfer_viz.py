@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lavid.transfer import cycle_transfer
+from lavid.metrics.transfer import cycle_transfer
 from lavid.data.video import VideoError, decode_clip, probe
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 COEFFICIENT = {"noisy": "beta", "sparse": "l1", "discrete": "codebook_size", "fsq": "fsq_levels"}
 """The swept coefficient of each family (``none`` and ``deterministic`` have none)."""
@@ -241,7 +241,7 @@ def prepare_features(config, paths: SweepPaths, progress: bool) -> None:
 def evaluate_run(spec: RunSpec, paths: SweepPaths, budget: Budget, clips: dict, decoder_factory, lpips,
                  progress: bool) -> dict[str, Any]:
     """The latent evals of one trained run, cached in ``eval.json`` next to its checkpoint."""
-    from lavid.latent_evals import evaluate_latents
+    from lavid.metrics.latent_evals import evaluate_latents
     from lavid.training.runs import load_run
 
     run_dir = paths.run(spec)
@@ -274,7 +274,7 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
               progress: bool = True, budget_name: str = "custom") -> list[dict[str, Any]]:
     """Run (or finish) the whole ablation into ``out``; returns one result row per run."""
     from lavid.core.config import load_config
-    from lavid.image_metrics import load_lpips
+    from lavid.metrics.image_metrics import load_lpips
     from lavid.training.train_config import TrainConfig
     from lavid.data.training_data import ensure_default_data
 
@@ -332,7 +332,7 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
                 log.exception("evaluating %s failed", spec.name)
                 row.update(status="failed", error=f"evaluation: {type(error).__name__}: {error}")
         rows.append(row)
-    from lavid.ablation_report import write_report
+    from lavid.metrics.ablation_report import write_report
 
     write_report(rows, paths.out, budget_name=budget_name)
     return rows
