@@ -100,7 +100,7 @@ def test_a_moved_dataset_keeps_its_split(sim_data, tmp_path):
     import shutil
 
     from lavid.data.eval_data import load_split
-    from lavid.training.train_config import DataConfig
+    from lavid.data.data_config import DataConfig
 
     moved = tmp_path / "moved"
     shutil.copytree(sim_data, moved)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from lavid.data.clips import ClipDataset, split_by_episode
-from lavid.training.train_config import DataConfig
+from lavid.data.data_config import DataConfig
 
 
 @dataclass

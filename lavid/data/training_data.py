@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import subprocess
 import sys
@@ -13,10 +12,9 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from lavid.core.config import ConfigError
 from lavid.data.clips import ClipDataset, DatasetFormatError, FeatureDataset, open_meta, split_by_episode
 from lavid.data.store import is_complete
-from lavid.training.train_config import DEFAULT_DATA, DataConfig, TrainConfig
+from lavid.data.data_config import DEFAULT_DATA, DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -102,37 +100,25 @@ def source_action_dims(config: DataConfig) -> dict[str, int | None]:
     return dims
 
 
-def resolve_action_dim(config: TrainConfig) -> TrainConfig:
-    """``config`` with ``model.action_dim`` resolved when ``model.condition=action`` (unchanged otherwise).
-
-    ``model.action_dim=0`` (auto) becomes the largest action size per frame among the training sources
-    (or the feature cache's); an explicit value must be at least that. Every source must have actions.
+def data_action_dim(config: DataConfig) -> int:
+    """The largest action size per stored frame of the training data: the feature cache's when there is one,
+    else the largest among the sources. Every source must have actions.
 
     Raises:
         DatasetFormatError: a source (or the feature cache) without actions.
-        ConfigError: an explicit ``model.action_dim`` smaller than the data's actions.
     """
-    model = config.model
-    if model.condition != "action":
-        return config
-    if config.data.features:
-        _check_source(config.data.features)
-        meta = open_meta(config.data.features)
+    if config.features:
+        _check_source(config.features)
+        meta = open_meta(config.features)
         found = int(meta.get("action_dim") or 0)
         if not found:
-            raise _cache_without_actions(config.data.features, meta)
-    else:
-        dims = source_action_dims(config.data)
-        for path, dim in dims.items():
-            if dim is None:
-                raise no_actions_error(path)
-        found = max(dims.values())
-    if model.action_dim == 0:
-        return dataclasses.replace(config, model=dataclasses.replace(model, action_dim=found))
-    if model.action_dim < found:
-        raise ConfigError(f"model.action_dim: {model.action_dim} is fewer than the {found} action entries per frame "
-                          "of the data (0 picks it from the data)")
-    return config
+            raise _cache_without_actions(config.features, meta)
+        return found
+    dims = source_action_dims(config)
+    for path, dim in dims.items():
+        if dim is None:
+            raise no_actions_error(path)
+    return max(dims.values())
 
 
 def build_training_data(config: DataConfig, tubelet: int, pad_actions: int | None = None) -> TrainingData:

@@ -62,7 +62,7 @@ def scene_pairs(model, config, clips: int, seed: int = 0, same_task: bool = Fals
     """Held-out clips A paired with clips B of other videos (held-out or training) for leakage / transfer.
 
     Args:
-        config: the run's :class:`~lavid.training.train_config.DataConfig`.
+        config: the run's :class:`~lavid.data.data_config.DataConfig`.
         same_task: B comes from another episode of A's own simulator task (a cut between two scenes of
             the kind the model was trained on), not from any other video.
 

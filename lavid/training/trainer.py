@@ -22,8 +22,8 @@ from lavid.training.checkpoint import CheckpointMissing, latest_checkpoint, load
 from lavid.core.config import to_dict
 from lavid.data.clips import make_loader
 from lavid.training.evaluation import evaluate, rollout_picture
-from lavid.training.train_config import TrainConfig
-from lavid.data.training_data import MODEL_INPUTS, build_training_data, ensure_default_data, resolve_action_dim
+from lavid.training.train_config import TrainConfig, resolve_action_dim
+from lavid.data.training_data import MODEL_INPUTS, build_training_data, ensure_default_data
 from lavid.models.world_model import LatentActionWorldModel
 
 log = logging.getLogger(__name__)
