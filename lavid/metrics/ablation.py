@@ -221,7 +221,8 @@ def prepare_encoder(config, budget: Budget, paths: SweepPaths, progress: bool) -
 
 def prepare_features(config, paths: SweepPaths, progress: bool) -> None:
     """Encode the data once with the shared frozen encoder (kept if it matches)."""
-    from lavid.training.feature_cache import build_feature_cache, encoder_fingerprint
+    from lavid.models.encoder import encoder_fingerprint
+    from lavid.training.feature_cache import build_feature_cache
     from lavid.data.store import read_meta
     from lavid.models.world_model import LatentActionWorldModel
     from accelerate.utils import set_seed

@@ -207,7 +207,7 @@ def load_or_train_decoder(model, config, path: str | os.PathLike, steps: int, pr
                           fallbacks: Iterable[Path] = ()) -> PixelDecoder:
     """The decoder at ``path`` (or the first of ``fallbacks``) if it fits ``model``'s encoder; otherwise
     one trained on the training frames of ``config`` for ``steps`` and saved at ``path``."""
-    from lavid.training.feature_cache import encoder_fingerprint
+    from lavid.models.encoder import encoder_fingerprint
 
     fingerprint = encoder_fingerprint(model.encoder)
     device = next(model.parameters()).device
@@ -233,7 +233,7 @@ def decoder_for_run(loaded, path: str | os.PathLike | None = None, steps: int = 
     frames for ``steps`` and saves it as ``RUN_DIR/decoder.pt``.
     """
     if path is not None:
-        from lavid.training.feature_cache import encoder_fingerprint
+        from lavid.models.encoder import encoder_fingerprint
 
         return load_decoder(path, encoder_fingerprint(loaded.model.encoder), next(loaded.model.parameters()).device)
     return load_or_train_decoder(loaded.model, loaded.config, loaded.run_dir / "decoder.pt", steps, progress,

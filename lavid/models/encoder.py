@@ -12,6 +12,7 @@ Position embeddings are resampled to the configured grid.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -293,3 +294,12 @@ def load_encoder_checkpoint(encoder: FrameEncoder, path: str, layout: str = "aut
     unused = sorted(set(state) - set(usable))
     log.info("loaded %d encoder tensors from %s (missing, kept at init: %s; unused: %d)", len(usable), path,
              ", ".join(missing) or "none", len(unused))
+
+
+def encoder_fingerprint(encoder: torch.nn.Module) -> str:
+    """A short hash of an encoder's weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()[:16]

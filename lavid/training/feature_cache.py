@@ -6,7 +6,6 @@ weights (a different seed, checkpoint or size), which would otherwise train on t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -16,17 +15,9 @@ from typing import Any
 import torch
 
 from lavid.data.store import FORMAT, FORMAT_VERSION, META_FILE, check_writable
+from lavid.models.encoder import encoder_fingerprint
 
 log = logging.getLogger(__name__)
-
-
-def encoder_fingerprint(encoder: torch.nn.Module) -> str:
-    """A short hash of an encoder's weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(encoder.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().float().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 @torch.no_grad()

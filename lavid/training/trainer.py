@@ -198,7 +198,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     core: LatentActionWorldModel = accelerator.unwrap_model(model)
     if data.kind == "features":
         from lavid.data.clips import DatasetFormatError
-        from lavid.training.feature_cache import encoder_fingerprint
+        from lavid.models.encoder import encoder_fingerprint
 
         made_by = data.train.dataset.meta.get("encoder")
         if made_by != encoder_fingerprint(core.encoder):
