@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from lavid.models.decoder import DecoderError, decoder_for_run
+    from lavid.models.decoder import DecoderError
+    from lavid.training.fit_decoder import decoder_for_run
     from lavid.training.runs import RunError, load_run
     from lavid.data.video import VideoError
 

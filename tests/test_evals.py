@@ -10,7 +10,8 @@ from torch import nn
 
 from lavid.metrics import leakage, transfer
 from lavid.core.config import load_config
-from lavid.models.decoder import DecoderConfig, DecoderError, load_decoder, make_decoder, save_decoder, train_decoder
+from lavid.models.decoder import DecoderConfig, DecoderError, load_decoder, make_decoder, save_decoder
+from lavid.training.fit_decoder import train_decoder
 from lavid.metrics.image_metrics import load_lpips, psnr, ssim
 from lavid.metrics.probe import linear_probe, transition_actions
 from lavid.metrics.sampling import has_sampler, sample_metrics, sampled_rollouts

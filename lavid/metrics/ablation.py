@@ -310,7 +310,7 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
     decoders: dict[str, Any] = {}
 
     def decoder_factory(model, run_config, run_dir: Path):
-        from lavid.models.decoder import load_or_train_decoder
+        from lavid.training.fit_decoder import load_or_train_decoder
 
         key = "shared" if shared else str(run_dir)
         if key not in decoders:

@@ -4,7 +4,7 @@ It exists to look at predictions: every picture and pixel metric of the evals go
 world model is never trained through it. Each step's ``N`` tokens are decoded on their own (a
 frame-causal mask restricted to one step: a step's pixels depend on that step's representation only),
 by a small ViT whose linear head maps each token to the pixels of its patch for every frame of the
-step's tubelet. The loss is L1 on pixels in [0, 1].
+step's tubelet. The loss is L1 on pixels in [0, 1]; the fitting loop is :mod:`lavid.training.fit_decoder`.
 
 A saved decoder records the fingerprint of the encoder whose representations it decodes; loading it
 for another encoder is refused.
@@ -12,21 +12,16 @@ for another encoder is refused.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from lavid.core.config import check
 from lavid.models.layers import sincos_2d
-
-log = logging.getLogger(__name__)
 
 
 class DecoderError(Exception):
@@ -116,65 +111,6 @@ def to_unit(frames: torch.Tensor) -> torch.Tensor:
     return frames.float() / 255.0
 
 
-def train_decoder(model, batches: Callable[[int], Iterable[dict]], config: DecoderConfig | None = None,
-                  seed: int = 0, progress: bool = True) -> tuple[PixelDecoder, list[float]]:
-    """Fit a decoder to ``model``'s (target) representations of real frames; ``model`` stays frozen.
-
-    Args:
-        model: a :class:`~lavid.models.world_model.LatentActionWorldModel` (its encoder's features are decoded).
-        batches: ``epoch -> iterable of {"frames": uint8 [B, T, 3, H, W]}``.
-
-    Returns:
-        ``(decoder in eval mode, loss per step)``.
-    """
-    from tqdm.auto import tqdm
-
-    config = config or DecoderConfig()
-    torch.manual_seed(seed)
-    device = next(model.parameters()).device
-    decoder = make_decoder(model, config).to(device)
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.steps, pct_start=0.1)
-    model.eval()
-    losses, epoch = [], 0
-    bar = tqdm(total=config.steps, disable=not progress, desc="pixel decoder", unit="step")
-    while len(losses) < config.steps:
-        seen = False
-        for batch in batches(epoch):
-            seen = True
-            frames = batch["frames"].to(device)
-            with torch.no_grad():
-                states = model.encode(frames, target=True)
-            loss = F.l1_loss(decoder(states), to_unit(frames))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(l1=f"{loss.item():.4f}")
-            if len(losses) >= config.steps:
-                break
-        if not seen:
-            raise ValueError("the decoder's training data yielded no batches")
-        epoch += 1
-    bar.close()
-    return decoder.eval(), losses
-
-
-def training_frames(config, batch_size: int) -> Callable[[int], Iterable[dict]]:
-    """``epoch -> loader`` over the training split's frames of a run config (never its feature cache)."""
-    import dataclasses
-
-    from lavid.data.clips import make_loader
-    from lavid.data.training_data import build_training_data
-
-    data = build_training_data(dataclasses.replace(config.data, features=None), config.model.encoder.tubelet)
-    batch_size = min(batch_size, len(data.train))  # a small dataset still gives full batches
-    return lambda epoch: make_loader(data.train, batch_size, seed=config.seed, epoch=epoch,
-                                     num_workers=config.data.num_workers)
-
-
 def save_decoder(decoder: PixelDecoder, path: str | os.PathLike, encoder: str, extra: dict | None = None) -> Path:
     """Write the decoder with its config, geometry and the encoder fingerprint (atomically)."""
     path = Path(path)
@@ -201,40 +137,3 @@ def load_decoder(path: str | os.PathLike, encoder: str, device: str | torch.devi
         raise DecoderError(f"{path} decodes the features of encoder {saved.get('encoder')}, not {encoder}; "
                            "delete it or point to the right one")
     return decoder.to(device).eval()
-
-
-def load_or_train_decoder(model, config, path: str | os.PathLike, steps: int, progress: bool = True,
-                          fallbacks: Iterable[Path] = ()) -> PixelDecoder:
-    """The decoder at ``path`` (or the first of ``fallbacks``) if it fits ``model``'s encoder; otherwise
-    one trained on the training frames of ``config`` for ``steps`` and saved at ``path``."""
-    from lavid.models.encoder import encoder_fingerprint
-
-    fingerprint = encoder_fingerprint(model.encoder)
-    device = next(model.parameters()).device
-    for candidate in (Path(path), *fallbacks):
-        if candidate.exists():
-            try:
-                return load_decoder(candidate, fingerprint, device)
-            except DecoderError as error:
-                log.info("%s", error)
-    log.info("no pixel decoder for this encoder yet: training one (%d steps) on the training frames", steps)
-    decoder_config = DecoderConfig(steps=steps)
-    decoder, losses = train_decoder(model, training_frames(config, decoder_config.batch_size), decoder_config,
-                                    seed=config.seed, progress=progress)
-    save_decoder(decoder, path, fingerprint, {"losses": losses})
-    return decoder
-
-
-def decoder_for_run(loaded, path: str | os.PathLike | None = None, steps: int = 600, progress: bool = True):
-    """The pixel decoder of a loaded run (:class:`lavid.training.runs.LoadedRun`).
-
-    Uses ``path`` if given (it must fit), else ``RUN_DIR/decoder.pt``, else the shared decoder of the
-    ablation sweep the run belongs to; when none fits the run's encoder, trains one on the run's training
-    frames for ``steps`` and saves it as ``RUN_DIR/decoder.pt``.
-    """
-    if path is not None:
-        from lavid.models.encoder import encoder_fingerprint
-
-        return load_decoder(path, encoder_fingerprint(loaded.model.encoder), next(loaded.model.parameters()).device)
-    return load_or_train_decoder(loaded.model, loaded.config, loaded.run_dir / "decoder.pt", steps, progress,
-                                 fallbacks=[loaded.run_dir.parent.parent / "decoder.pt"])
