@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     from lavid.core.config import ConfigError, from_dict, load_config
     from lavid.data.clips import DatasetFormatError
-    from lavid.models.mae import MAEConfig, pretrain_encoder
+    from lavid.models.mae import MAEConfig
+    from lavid.training.pretrain_mae import pretrain_encoder
     from lavid.training.train_config import TrainConfig
     from lavid.data.training_data import ensure_default_data
 

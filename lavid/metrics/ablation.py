@@ -211,7 +211,8 @@ def prepare_encoder(config, budget: Budget, paths: SweepPaths, progress: bool) -
                     "random encoder", config.model.encoder.arch)
         return None
     if not paths.encoder.exists():
-        from lavid.models.mae import MAEConfig, pretrain_encoder
+        from lavid.models.mae import MAEConfig
+        from lavid.training.pretrain_mae import pretrain_encoder
 
         log.info("pretraining the shared encoder (MAE, %d steps)", budget.mae_steps)
         summary = pretrain_encoder(config, MAEConfig(steps=budget.mae_steps), str(paths.encoder), progress=progress)
