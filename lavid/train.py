@@ -35,13 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.training.evaluation import condition_verdict
     from lavid.training.train_config import TrainConfig
     from lavid.training.trainer import RunExists, train
+    from lavid.metrics.training_probes import probe_after_training
 
     try:
         config = load_config(TrainConfig, args.config, args.overrides)
     except ConfigError as error:
         return fail(error)
     try:
-        summary = train(config)
+        summary = train(config, after_training=probe_after_training)
     except (CheckpointMissing, RunExists, DatasetFormatError, CheckpointError, ValueError) as error:
         return fail(error)
     from accelerate import PartialState

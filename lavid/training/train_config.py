@@ -60,6 +60,8 @@ class TrainConfig:
             simulator states; logged as ``probe/...`` and written to ``state_probe.md`` (0: skip). With it,
             where clips have actions, the action probe of the latent (``probe/action_z/...``,
             ``probe/action_change/...``, ``action_probe.md``; :func:`lavid.metrics.latent_evals.action_probe`).
+            ``lavid/train.py`` runs both through the trainer's ``after_training`` hook
+            (:mod:`lavid.metrics.training_probes`).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)

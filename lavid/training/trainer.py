@@ -13,7 +13,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -27,6 +27,9 @@ from lavid.data.training_data import MODEL_INPUTS, build_training_data, ensure_d
 from lavid.models.world_model import LatentActionWorldModel
 
 log = logging.getLogger(__name__)
+
+AfterTraining = Callable[[LatentActionWorldModel, TrainConfig, Path], dict[str, float]]
+"""``(trained model, config, out_dir) -> {name: value}``: what runs on the main process after training."""
 
 
 class RunExists(Exception):
@@ -114,50 +117,15 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def _probe(model, config: TrainConfig, out: Path, step: int, metrics: MetricsLog) -> dict[str, float]:
-    """The trained encoder's state probe on the sources that store simulator states, and the latent's
-    action probe on those with actions (neither: nothing)."""
-    from lavid.metrics.state_probe import StateProbeError, format_table, probe_model
+def train(config: TrainConfig, after_training: AfterTraining | None = None) -> dict[str, Any]:
+    """Run (or resume) training; returns a summary with the final metrics and where results are.
 
-    paths = [path for path, _ in config.data.sources()]
-    try:
-        result = probe_model(model, paths, config.data.holdout_fraction, config.probe_episodes, seed=config.seed)
-    except StateProbeError as error:  # the run is done and saved: report, do not fail it
-        log.warning("state probe skipped: %s", error)
-        result = None
-    summary: dict[str, float] = {}
-    if result is not None and result.state:
-        summary = result.summary()
-        (out / "state_probe.md").write_text(format_table(result) + "\n")
-    summary.update(_action_probe(model, config, out))
-    if summary:
-        metrics.write(step, summary)
-    return summary
-
-
-def _action_probe(model, config: TrainConfig, out: Path) -> dict[str, float]:
-    """Is z the action? :func:`lavid.metrics.latent_evals.action_probe` where the data has actions (else nothing)."""
-    import numpy as np
-
-    from lavid.data.clips import DatasetFormatError
-    from lavid.metrics.latent_evals import action_probe, format_action_probe
-
-    try:
-        result = action_probe(model, config.data, seed=config.seed)
-    except (DatasetFormatError, ValueError) as error:  # the run is done and saved: report, do not fail it
-        log.warning("action probe skipped: %s", error)
-        return {}
-    if not result:
-        return {}
-    (out / "action_probe.md").write_text(format_action_probe(result) + "\n")
-    summary = {f"probe/action_{kind}/{task}": row[kind] for task, row in result.items() for kind in ("z", "change")}
-    for kind in ("z", "change"):
-        summary[f"probe/action_{kind}/mean"] = float(np.mean([row[kind] for row in result.values()]))
-    return summary
-
-
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Run (or resume) training; returns a summary with the final metrics and where results are."""
+    Args:
+        after_training: ``(trained model, config, out_dir) -> {name: value}``, called on the main process
+            when ``config.probe_episodes > 0`` once training is done; its values are logged at the last step.
+            ``lavid/train.py`` passes the probes of :mod:`lavid.metrics.training_probes` (training itself
+            does not import the metrics stage).
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -281,8 +249,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         else:
             epoch, consumed = epoch + 1, 0
     bar.close()
-    if main and config.probe_episodes:
-        last.update(_probe(core, config, out, step, metrics))
+    if main and config.probe_episodes and after_training is not None:
+        probes = after_training(core, config, out)
+        if probes:
+            metrics.write(step, probes)
+        last.update(probes)
     metrics.close()
     accelerator.wait_for_everyone()
     return {"out_dir": str(out), "step": step, "metrics": last,
