@@ -141,8 +141,8 @@ def train_supervised(episodes, size: int, steps: int, batch: int, seed: int = 0)
     state probe's targets, standardized per task, one linear head per task) directly. What a conv of this
     size at this resolution can read off these training episodes, labels included; its 64-d output then
     goes through the same ridge probe as every other encoder. Returns the encoder."""
-    from lavid.models.encoder import normalize_frames
     from lavid.metrics.state_probe import pose_groups, pose_targets
+    from lavid.models.encoder import normalize_frames
 
     torch.manual_seed(seed)
     train = [e for e in episodes if not e["heldout"]]

@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     from lavid.core.config import ConfigError, load_config
     from lavid.data.clips import DatasetFormatError
-    from lavid.training.feature_cache import build_feature_cache
     from lavid.data.store import StoreError
+    from lavid.training.feature_cache import build_feature_cache
     from lavid.training.train_config import TrainConfig
 
     try:

@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     from lavid.core.config import ConfigError, from_dict, load_config
     from lavid.data.clips import DatasetFormatError
+    from lavid.data.training_data import ensure_default_data
     from lavid.models.mae import MAEConfig
     from lavid.training.pretrain_mae import pretrain_encoder
     from lavid.training.train_config import TrainConfig
-    from lavid.data.training_data import ensure_default_data
 
     try:
         config = load_config(TrainConfig, args.config, args.overrides)

@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import dataclasses
 
-    from lavid.metrics.ablation import parse_values, run_sweep
     from lavid.core.config import ConfigError
     from lavid.data.clips import DatasetFormatError
+    from lavid.metrics.ablation import parse_values, run_sweep
 
     try:
         budget = dataclasses.replace(BUDGETS[args.budget], values=dict(BUDGETS[args.budget].values))

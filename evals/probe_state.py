@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from lavid.core.config import ConfigError, load_config
     from lavid.data.clips import DatasetFormatError
+    from lavid.metrics.state_probe import StateProbeError, format_table, probe_model
     from lavid.models.encoder import CheckpointError
     from lavid.training.runs import RunError, load_run
-    from lavid.metrics.state_probe import StateProbeError, format_table, probe_model
     from lavid.training.train_config import TrainConfig
 
     try:

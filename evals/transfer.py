@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from lavid.data.video import VideoError
     from lavid.models.decoder import DecoderError
     from lavid.training.fit_decoder import decoder_for_run
     from lavid.training.runs import RunError, load_run
-    from lavid.data.video import VideoError
 
     out = Path(args.out)
     try:

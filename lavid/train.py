@@ -28,14 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from lavid.training.checkpoint import CheckpointMissing
     from lavid.core.config import ConfigError, load_config
     from lavid.data.clips import DatasetFormatError
+    from lavid.metrics.training_probes import probe_after_training
     from lavid.models.encoder import CheckpointError
+    from lavid.training.checkpoint import CheckpointMissing
     from lavid.training.evaluation import condition_verdict
     from lavid.training.train_config import TrainConfig
     from lavid.training.trainer import RunExists, train
-    from lavid.metrics.training_probes import probe_after_training
 
     try:
         config = load_config(TrainConfig, args.config, args.overrides)

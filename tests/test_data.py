@@ -99,8 +99,8 @@ def test_split_is_stratified_and_names_each_episode_by_itself_not_its_folder():
 def test_a_moved_dataset_keeps_its_split(sim_data, tmp_path):
     import shutil
 
-    from lavid.data.eval_data import load_split
     from lavid.data.data_config import DataConfig
+    from lavid.data.eval_data import load_split
 
     moved = tmp_path / "moved"
     shutil.copytree(sim_data, moved)

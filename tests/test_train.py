@@ -16,8 +16,8 @@ import torch
 
 from lavid.core.config import ConfigError, load_config
 from lavid.data.clips import ClipDataset, DatasetFormatError
-from lavid.training.train_config import TrainConfig, resolve_action_dim
 from lavid.data.training_data import build_training_data
+from lavid.training.train_config import TrainConfig, resolve_action_dim
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "lavid" / "train.py"

@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from lavid.data.clips import ClipDataset, DatasetFormatError, FeatureDataset, open_meta, split_by_episode
-from lavid.data.store import is_complete
 from lavid.data.data_config import DEFAULT_DATA, DataConfig
+from lavid.data.store import is_complete
 
 log = logging.getLogger(__name__)
 

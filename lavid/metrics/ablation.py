@@ -222,10 +222,10 @@ def prepare_encoder(config, budget: Budget, paths: SweepPaths, progress: bool) -
 
 def prepare_features(config, paths: SweepPaths, progress: bool) -> None:
     """Encode the data once with the shared frozen encoder (kept if it matches)."""
-    from lavid.models.encoder import encoder_fingerprint
-    from lavid.training.feature_cache import build_feature_cache
     from lavid.data.store import read_meta
+    from lavid.models.encoder import encoder_fingerprint
     from lavid.models.world_model import LatentActionWorldModel
+    from lavid.training.feature_cache import build_feature_cache
     from accelerate.utils import set_seed
 
     meta = read_meta(paths.features)
@@ -276,9 +276,9 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
               progress: bool = True, budget_name: str = "custom") -> list[dict[str, Any]]:
     """Run (or finish) the whole ablation into ``out``; returns one result row per run."""
     from lavid.core.config import load_config
+    from lavid.data.training_data import ensure_default_data
     from lavid.metrics.image_metrics import load_lpips
     from lavid.training.train_config import TrainConfig
-    from lavid.data.training_data import ensure_default_data
 
     paths = SweepPaths(Path(out).resolve())  # runs store these paths in their configs: absolute
     paths.out.mkdir(parents=True, exist_ok=True)

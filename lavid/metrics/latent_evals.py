@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from lavid.metrics import leakage, transfer
 from lavid.data.actions import transition_actions
 from lavid.data.eval_data import EvalClips
-from lavid.training.evaluation import transition_errors
+from lavid.metrics import leakage, transfer
 from lavid.metrics.image_metrics import psnr, ssim
 from lavid.metrics.probe import linear_probe
 from lavid.metrics.sampling import has_sampler, sample_metrics, sampled_rollouts
+from lavid.training.evaluation import transition_errors
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lavid.metrics.transfer import cycle_transfer
 from lavid.data.video import VideoError, decode_clip, probe
+from lavid.metrics.transfer import cycle_transfer
 
 log = logging.getLogger(__name__)
 

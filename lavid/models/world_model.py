@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lavid.data.actions import transition_actions
 from lavid.core.config import check
+from lavid.data.actions import transition_actions
 from lavid.models.encoder import EncoderConfig, FrameEncoder, normalize_frames
 from lavid.models.idm import IDMConfig, InverseDynamics
 from lavid.models.latents import LatentConfig, make_family

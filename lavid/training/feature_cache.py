@@ -39,8 +39,8 @@ def build_feature_cache(config, out: str, batch_size: int = 16, device: str | No
     from tqdm.auto import tqdm
 
     from lavid.data.clips import ClipDataset
-    from lavid.models.encoder import FrameEncoder, normalize_frames
     from lavid.data.training_data import source_action_dims
+    from lavid.models.encoder import FrameEncoder, normalize_frames
 
     if config.model.encoder.mode != "frozen":
         raise ValueError("model.encoder.mode must be frozen to cache features (a finetuned encoder changes them)")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from lavid.training.checkpoint import STATE_FILE, latest_checkpoint
 from lavid.core.config import ConfigError, from_dict, load_yaml
-from lavid.training.train_config import TrainConfig
 from lavid.models.world_model import LatentActionWorldModel
+from lavid.training.checkpoint import STATE_FILE, latest_checkpoint
+from lavid.training.train_config import TrainConfig
 
 WEIGHTS = "model.safetensors"
 

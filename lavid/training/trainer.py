@@ -18,13 +18,13 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from lavid.training.checkpoint import CheckpointMissing, latest_checkpoint, load_checkpoint, save_checkpoint
 from lavid.core.config import to_dict
 from lavid.data.clips import make_loader
-from lavid.training.evaluation import evaluate, rollout_picture
-from lavid.training.train_config import TrainConfig, resolve_action_dim
 from lavid.data.training_data import MODEL_INPUTS, build_training_data, ensure_default_data
 from lavid.models.world_model import LatentActionWorldModel
+from lavid.training.checkpoint import CheckpointMissing, latest_checkpoint, load_checkpoint, save_checkpoint
+from lavid.training.evaluation import evaluate, rollout_picture
+from lavid.training.train_config import TrainConfig, resolve_action_dim
 
 log = logging.getLogger(__name__)
 
