@@ -40,7 +40,7 @@ MLP = "pose (as probed), t and t+1, MLP"
 
 def mlp_probe(x, y, x_test, y_test, steps: int = 400, seed: int = 0) -> float:
     """R² (mean over action dimensions) of a 2×256 GELU MLP fit on standardized ``x`` -> ``y`` with AdamW."""
-    from lavid.probe import r2_scores
+    from lavid.metrics.probe import r2_scores
 
     torch.manual_seed(seed)
     x, x_test, y, y_test = x.float(), x_test.float(), y.float(), y_test.float()
@@ -65,7 +65,7 @@ def transitions(state: torch.Tensor, action: torch.Tensor, task: str) -> dict[st
 
     Row ``t`` of ``action`` is the action applied between steps ``t`` and ``t+1``.
     """
-    from lavid.state_probe import pose_groups, pose_targets
+    from lavid.metrics.state_probe import pose_groups, pose_targets
 
     groups = pose_groups(task, state.shape[1])
     pose = pose_targets(task, groups, state)
@@ -84,8 +84,8 @@ def ceiling(paths: list[str], holdout: float) -> dict[str, dict[str, float]]:
     """``{task: {input kind: held-out R², "episodes": (train, held out)}}`` over the simulator datasets."""
     import datasets
 
-    from lavid.data import ClipDataset, read_rows, split_by_episode
-    from lavid.probe import linear_probe
+    from lavid.data.clips import ClipDataset, read_rows, split_by_episode
+    from lavid.metrics.probe import linear_probe
 
     per_task: dict[str, dict[bool, dict[str, list]]] = {}
     for path in paths:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def bare_render_fps(task: str, size: int, samples: int = 60) -> float:
-    from lavid.sim import SimEnv
+    from lavid.data.sim import SimEnv
 
     env = SimEnv(task, seed=0, size=size)
     env.reset()
@@ -38,7 +38,7 @@ def bare_render_fps(task: str, size: int, samples: int = 60) -> float:
 
 
 def generation_fps(task: str, size: int, frames: int, workers: int) -> float:
-    from lavid.trajectories import TaskSpec, TrajectoryConfig, build_trajectory_dataset
+    from lavid.data.trajectories import TaskSpec, TrajectoryConfig, build_trajectory_dataset
 
     episodes = 4
     config = TrajectoryConfig((TaskSpec(task, episodes, episode_len=frames // episodes),), size=size)
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, default=64)
     args = parser.parse_args()
-    from lavid.sim import ensure_renderer
+    from lavid.data.sim import ensure_renderer
 
     print(f"MUJOCO_GL={ensure_renderer()}, {os.cpu_count()} cores, {args.frames} frames per run, {args.size}px")
     print("| task | bare render (frames/s, 1 process) | 1 worker | 2 workers | 2 workers / bare |")

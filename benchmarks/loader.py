@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 def raw_decode(dataset) -> int:
     """Decode every clip sequentially with decord, no loader: the limit."""
-    from lavid.video import decode_clip
+    from lavid.data.video import decode_clip
 
     frames = 0
     for index in range(len(dataset)):
@@ -34,7 +34,7 @@ def raw_decode(dataset) -> int:
 
 
 def loader_pass(dataset, workers: int, batch_size: int) -> int:
-    from lavid.data import make_loader
+    from lavid.data.clips import make_loader
 
     loader = make_loader(dataset, batch_size, seed=0, num_workers=workers, drop_last=False)
     frames = 0
@@ -53,8 +53,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from conftest import write_video
-    from lavid.data import ClipDataset
-    from lavid.video_index import VideoIndexConfig, build_video_dataset
+    from lavid.data.clips import ClipDataset
+    from lavid.data.video_index import VideoIndexConfig, build_video_dataset
 
     root = Path(args.out or tempfile.mkdtemp(prefix="lavid-bench-"))
     (root / "videos").mkdir(parents=True, exist_ok=True)

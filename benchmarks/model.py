@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from lavid.config import from_dict  # noqa: E402
-from lavid.predictor import Predictor, PredictorConfig  # noqa: E402
-from lavid.world_model import LatentActionWorldModel, ModelConfig  # noqa: E402
+from lavid.core.config import from_dict  # noqa: E402
+from lavid.models.predictor import Predictor, PredictorConfig  # noqa: E402
+from lavid.models.world_model import LatentActionWorldModel, ModelConfig  # noqa: E402
 
 SIZES = {
     "tiny (64 px, enc 128x4, pred 192x4)": ({}, 8, 8),
@@ -83,9 +83,9 @@ def default_step_times(repeats: int, compile_model: bool) -> dict[str, tuple[flo
     optimizer step per variant in turn (each variant has its own copy of the same initial weights)."""
     import copy
 
-    from lavid.cli import DEFAULT_CONFIG
-    from lavid.config import load_config
-    from lavid.train_config import TrainConfig
+    from lavid.core.cli import DEFAULT_CONFIG
+    from lavid.core.config import load_config
+    from lavid.training.train_config import TrainConfig
 
     config = load_config(TrainConfig, str(DEFAULT_CONFIG), [])
     torch.manual_seed(0)

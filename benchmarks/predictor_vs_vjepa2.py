@@ -1,7 +1,7 @@
 """lavid's predictor against V-JEPA 2's action-conditioned predictor at the same size, side by side.
 
 Both predict the next step's tokens from the past, frame-causally, conditioned on one vector a step:
-lavid modulates every block's norms with it (AdaLN-zero, :class:`lavid.predictor.Predictor`); V-JEPA 2-AC
+lavid modulates every block's norms with it (AdaLN-zero, :class:`lavid.models.predictor.Predictor`); V-JEPA 2-AC
 (facebookresearch/vjepa2, ``src/models/ac_predictor.py``, MIT) interleaves an action and a state token
 before each frame's tokens and attends with 3D RoPE. Measured here: one training step (forward, a
 regression loss to a random target, backward, AdamW) at predictor width ``dim``, ``depth`` blocks,
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from lavid.predictor import Predictor, PredictorConfig  # noqa: E402
+from lavid.models.predictor import Predictor, PredictorConfig  # noqa: E402
 
 
 def vjepa2_predictor(checkout: Path, dim: int, depth: int, heads: int, steps: int, grid: int, action_dim: int):

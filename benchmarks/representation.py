@@ -3,14 +3,14 @@
     python benchmarks/representation.py --data data/jaco --encoders vit64,vit16,pixels,conv --steps 600
 
 For each frozen frame encoder, every stored frame of the datasets is encoded once, then:
-1. the held-out state probe (:mod:`lavid.state_probe`): R² of pose and of pose change, per task;
+1. the held-out state probe (:mod:`lavid.metrics.state_probe`): R² of pose and of pose change, per task;
 2. the true-action test: lavid's predictor trained on the cached features twice from the same seed,
    conditioned on the true actions of each step (stacked over the frame stride) and on nothing
    (deterministic), scored on held-out episodes as one-step L1 ÷ copy L1, and with the actions
    rolled across the batch. A representation in which the action helps gives action ratio well below
    the deterministic one, and rolled actions well above the own actions.
 
-Encoders (all frozen; ``+mae`` pretrains a ViT with :mod:`lavid.mae` on the training frames first):
+Encoders (all frozen; ``+mae`` pretrains a ViT with :mod:`lavid.models.mae` on the training frames first):
 ``vit64`` random ViT patch 8 (64 tokens), ``vit16`` patch 16 (16 tokens), ``vitpool`` vit64 mean-pooled
 to one token, ``mae64``/``mae16`` MAE-pretrained, ``conv`` a random DrQ-style conv stack (8×8 grid
 tokens), ``pixels`` the 8×8 pixel patches themselves (16 tokens of 16×16×3: what the data holds).
@@ -99,9 +99,9 @@ def pretrain_end_to_end(episodes, size: int, condition: str, steps: int, clip_st
     """Train :class:`ConvProjector` and a predictor together: MSE of the next frame's embedding plus
     ``weight`` × SIGReg over all frames of the batch (scaled per frame). ``condition`` is ``action``
     (the true actions) or ``history`` (nothing: label-free). Returns the encoder."""
-    from lavid.encoder import normalize_frames
-    from lavid.predictor import Predictor, PredictorConfig
-    from lavid.sigreg import sigreg
+    from lavid.models.encoder import normalize_frames
+    from lavid.models.predictor import Predictor, PredictorConfig
+    from lavid.models.sigreg import sigreg
 
     torch.manual_seed(seed)
     train = [e for e in episodes if not e["heldout"]]
@@ -141,8 +141,8 @@ def train_supervised(episodes, size: int, steps: int, batch: int, seed: int = 0)
     state probe's targets, standardized per task, one linear head per task) directly. What a conv of this
     size at this resolution can read off these training episodes, labels included; its 64-d output then
     goes through the same ridge probe as every other encoder. Returns the encoder."""
-    from lavid.encoder import normalize_frames
-    from lavid.state_probe import pose_groups, pose_targets
+    from lavid.metrics.state_probe import pose_groups, pose_targets
+    from lavid.models.encoder import normalize_frames
 
     torch.manual_seed(seed)
     train = [e for e in episodes if not e["heldout"]]
@@ -185,7 +185,7 @@ def train_supervised(episodes, size: int, steps: int, batch: int, seed: int = 0)
 
 
 def make_encoder(name: str, size: int, train_frames, mae_steps: int, episodes=None, args=None):
-    from lavid.encoder import EncoderConfig, FrameEncoder
+    from lavid.models.encoder import EncoderConfig, FrameEncoder
 
     torch.manual_seed(0)
     if name.startswith("e2e-"):
@@ -201,7 +201,7 @@ def make_encoder(name: str, size: int, train_frames, mae_steps: int, episodes=No
     config = EncoderConfig(img_size=size, patch_size=patch, embed_dim=128, depth=4, num_heads=4, mode="frozen")
     encoder = FrameEncoder(config)
     if name.startswith("mae"):
-        from lavid.mae import MAEConfig, MaskedAutoencoder
+        from lavid.models.mae import MAEConfig, MaskedAutoencoder
 
         mae = MaskedAutoencoder(encoder, MAEConfig()).train()
         optimizer = torch.optim.AdamW(mae.parameters(), lr=1.5e-3, weight_decay=0.05, betas=(0.9, 0.95))
@@ -228,7 +228,7 @@ def load_episodes(paths: list[str], holdout: float, max_steps: int):
     """Per episode: frames uint8 ``[L, 3, H, W]``, actions ``[L, A]``, states, task, held-out flag."""
     import datasets
 
-    from lavid.data import ClipDataset, read_rows, split_by_episode
+    from lavid.data.clips import ClipDataset, read_rows, split_by_episode
 
     out = []
     for path in paths:
@@ -248,7 +248,7 @@ def load_episodes(paths: list[str], holdout: float, max_steps: int):
 
 @torch.no_grad()
 def encode_all(encoder, episodes, batch: int = 64):
-    from lavid.encoder import normalize_frames
+    from lavid.models.encoder import normalize_frames
 
     for e in episodes:
         chunks = [encoder(normalize_frames(e["frames"][s : s + batch])[None])[0]
@@ -272,7 +272,7 @@ def windows(episodes, steps: int, stride: int, action_dim: int):
 
 def true_action_test(episodes, steps: int, stride: int, train_steps: int, batch: int, seed: int = 0,
                      dim: int = 128, depth: int = 3, lr: float = 1e-3):
-    from lavid.predictor import Predictor, PredictorConfig
+    from lavid.models.predictor import Predictor, PredictorConfig
 
     action_dim = max(e["action"].shape[1] for e in episodes)
     train_x, train_c = windows([e for e in episodes if not e["heldout"]], steps, stride, action_dim)
@@ -333,7 +333,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    from lavid.state_probe import EpisodeFeatures, format_table, probe_states
+    from lavid.metrics.state_probe import EpisodeFeatures, format_table, probe_states
 
     episodes = load_episodes(args.data.split(","), args.holdout, args.max_steps)
     size = episodes[0]["frames"].shape[-1]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lavid.cli import fail, setup_logging  # noqa: E402
+from lavid.core.cli import fail, setup_logging  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="random | smooth | checkpoint:PATH (default smooth; a preset sets its own per task)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to collect (default 10)")
     parser.add_argument("--episode-len", type=int, default=None, help="stored steps per episode (default: task's)")
-    parser.add_argument("--camera", default=None, help="camera index or name (default 0; front_close for jaco; jaco also has the overview view of lavid.sim.VIEWS)")
+    parser.add_argument("--camera", default=None, help="camera index or name (default 0; front_close for jaco; jaco also has the overview view of lavid.data.sim.VIEWS)")
     parser.add_argument("--size", type=int, default=64, help="rendered frame side (default 64)")
     parser.add_argument("--action-repeat", type=int, default=None,
                         help="control steps per action (default 2; for --preset its own per task, which this replaces)")
@@ -52,10 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
-    from lavid.policies import PolicyError
-    from lavid.sim import SimError, ensure_renderer, task_names
-    from lavid.store import StoreError
-    from lavid.trajectories import PRESET_ACTION_REPEAT, PRESET_CLIP_STRIDE, PRESETS, TaskSpec, TrajectoryConfig, build_trajectory_dataset
+    from lavid.data.policies import PolicyError
+    from lavid.data.sim import SimError, ensure_renderer, task_names
+    from lavid.data.store import StoreError
+    from lavid.data.trajectories import PRESET_ACTION_REPEAT, PRESET_CLIP_STRIDE, PRESETS, TaskSpec, TrajectoryConfig, build_trajectory_dataset
 
     if args.list_tasks:
         print("\n".join(task_names()))

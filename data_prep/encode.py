@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
-    from lavid.config import ConfigError, load_config
-    from lavid.data import DatasetFormatError
-    from lavid.feature_cache import build_feature_cache
-    from lavid.store import StoreError
-    from lavid.train_config import TrainConfig
+    from lavid.core.config import ConfigError, load_config
+    from lavid.data.clips import DatasetFormatError
+    from lavid.data.store import StoreError
+    from lavid.training.feature_cache import build_feature_cache
+    from lavid.training.train_config import TrainConfig
 
     try:
         config = load_config(TrainConfig, args.config, args.overrides)

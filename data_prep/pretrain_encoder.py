@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,11 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
-    from lavid.config import ConfigError, from_dict, load_config
-    from lavid.data import DatasetFormatError
-    from lavid.mae import MAEConfig, pretrain_encoder
-    from lavid.train_config import TrainConfig
-    from lavid.training_data import ensure_default_data
+    from lavid.core.config import ConfigError, from_dict, load_config
+    from lavid.data.clips import DatasetFormatError
+    from lavid.data.training_data import ensure_default_data
+    from lavid.models.mae import MAEConfig
+    from lavid.training.pretrain_mae import pretrain_encoder
+    from lavid.training.train_config import TrainConfig
 
     try:
         config = load_config(TrainConfig, args.config, args.overrides)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lavid.cli import fail, setup_logging  # noqa: E402
+from lavid.core.cli import fail, setup_logging  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,9 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
-    from lavid.sources import SourceError
-    from lavid.store import StoreError
-    from lavid.video_index import VideoIndexConfig, build_video_dataset, skip_summary
+    from lavid.data.sources import SourceError
+    from lavid.data.store import StoreError
+    from lavid.data.video_index import VideoIndexConfig, build_video_dataset, skip_summary
 
     try:
         config = VideoIndexConfig(args.fps, args.clip_len, args.stride, args.size, args.materialize)

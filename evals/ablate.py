@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lavid.ablation import BUDGETS, FAMILIES
+    from lavid.metrics.ablation import BUDGETS, FAMILIES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/ablate", help="output folder (default runs/ablate)")
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import dataclasses
 
-    from lavid.ablation import parse_values, run_sweep
-    from lavid.config import ConfigError
-    from lavid.data import DatasetFormatError
+    from lavid.core.config import ConfigError
+    from lavid.data.clips import DatasetFormatError
+    from lavid.metrics.ablation import parse_values, run_sweep
 
     try:
         budget = dataclasses.replace(BUDGETS[args.budget], values=dict(BUDGETS[args.budget].values))

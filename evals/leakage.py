@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.cli import fail, setup_logging  # noqa: E402
+from lavid.core.cli import fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from lavid import leakage
-    from lavid.latent_evals import scene_pairs
-    from lavid.runs import RunError, load_run
+    from lavid.metrics import leakage
+    from lavid.metrics.latent_evals import scene_pairs
+    from lavid.training.runs import RunError, load_run
 
     rows = []
     for path in args.checkpoint:

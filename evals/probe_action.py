@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.cli import fail, setup_logging  # noqa: E402
+from lavid.core.cli import fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from lavid.data import DatasetFormatError
-    from lavid.latent_evals import action_probe, format_action_probe
-    from lavid.runs import RunError, load_run
+    from lavid.data.clips import DatasetFormatError
+    from lavid.metrics.latent_evals import action_probe, format_action_probe
+    from lavid.training.runs import RunError, load_run
 
     try:
         loaded = load_run(args.checkpoint, args.device)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,12 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from lavid.config import ConfigError, load_config
-    from lavid.data import DatasetFormatError
-    from lavid.encoder import CheckpointError
-    from lavid.runs import RunError, load_run
-    from lavid.state_probe import StateProbeError, format_table, probe_model
-    from lavid.train_config import TrainConfig
+    from lavid.core.config import ConfigError, load_config
+    from lavid.data.clips import DatasetFormatError
+    from lavid.metrics.state_probe import StateProbeError, format_table, probe_model
+    from lavid.models.encoder import CheckpointError
+    from lavid.training.runs import RunError, load_run
+    from lavid.training.train_config import TrainConfig
 
     try:
         if args.checkpoint:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from accelerate.utils import set_seed
 
-            from lavid.world_model import LatentActionWorldModel
+            from lavid.models.world_model import LatentActionWorldModel
 
             config = load_config(TrainConfig, args.config, args.overrides)
             set_seed(config.seed)  # the encoder lavid/train.py would start from

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.cli import fail, setup_logging  # noqa: E402
+from lavid.core.cli import fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,9 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from lavid.decoder import DecoderError, decoder_for_run
-    from lavid.runs import RunError, load_run
-    from lavid.video import VideoError
+    from lavid.data.video import VideoError
+    from lavid.models.decoder import DecoderError
+    from lavid.training.fit_decoder import decoder_for_run
+    from lavid.training.runs import RunError, load_run
 
     out = Path(args.out)
     try:
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         summary: dict = {"run": str(loaded.run_dir), "checkpoint": loaded.checkpoint.name,
                          "family": loaded.config.model.latent.family}
         if args.video_a is not None:
-            from lavid.transfer_viz import load_input, transfer_rows, write_transfer
+            from lavid.metrics.transfer_viz import load_input, transfer_rows, write_transfer
 
             frames, size = loaded.config.data.frames, loaded.config.model.encoder.img_size
             stride = loaded.config.data.frame_stride
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             summary["pair"] = {"a": args.video_a, "b": args.video_b, **metrics}
             print(f"wrote {paths['png']}, {paths['gif']}, {paths['mp4']}; cycle/own error ratio {metrics['ratio']:.3f}")
         if args.pairs > 0:
-            from lavid import transfer
-            from lavid.latent_evals import scene_pairs
+            from lavid.metrics import transfer
+            from lavid.metrics.latent_evals import scene_pairs
 
             states_a, targets_a, states_b, _ = scene_pairs(loaded.model, loaded.config.data, args.pairs,
                                                            seed=loaded.config.seed)

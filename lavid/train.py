@@ -19,7 +19,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lavid.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,20 +28,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from lavid.checkpoint import CheckpointMissing
-    from lavid.config import ConfigError, load_config
-    from lavid.data import DatasetFormatError
-    from lavid.encoder import CheckpointError
-    from lavid.evaluation import condition_verdict
-    from lavid.train_config import TrainConfig
-    from lavid.trainer import RunExists, train
+    from lavid.core.config import ConfigError, load_config
+    from lavid.data.clips import DatasetFormatError
+    from lavid.metrics.training_probes import probe_after_training
+    from lavid.models.encoder import CheckpointError
+    from lavid.training.checkpoint import CheckpointMissing
+    from lavid.training.evaluation import condition_verdict
+    from lavid.training.train_config import TrainConfig
+    from lavid.training.trainer import RunExists, train
 
     try:
         config = load_config(TrainConfig, args.config, args.overrides)
     except ConfigError as error:
         return fail(error)
     try:
-        summary = train(config)
+        summary = train(config, after_training=probe_after_training)
     except (CheckpointMissing, RunExists, DatasetFormatError, CheckpointError, ValueError) as error:
         return fail(error)
     from accelerate import PartialState

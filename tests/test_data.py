@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lavid.data import ClipDataset, ClipSampler, DatasetFormatError, make_loader
-from lavid.video_index import VideoIndexConfig, build_video_dataset
+from lavid.data.clips import ClipDataset, ClipSampler, DatasetFormatError, make_loader
+from lavid.data.video_index import VideoIndexConfig, build_video_dataset
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_not_a_dataset_is_a_clear_error(tmp_path):
 
 
 def test_split_is_stratified_and_names_each_episode_by_itself_not_its_folder():
-    from lavid.data import episode_identities, split_by_episode
+    from lavid.data.clips import episode_identities, split_by_episode
 
     tasks = {"reacher-easy": 40, "walker-walk": 16, "jaco-reach": 12, "cartpole-swingup": 2}
     sources = [f"sim:{task}/camera=0/policy=random/episode={k}" for task, n in tasks.items() for k in range(n)
@@ -99,8 +99,8 @@ def test_split_is_stratified_and_names_each_episode_by_itself_not_its_folder():
 def test_a_moved_dataset_keeps_its_split(sim_data, tmp_path):
     import shutil
 
-    from lavid.eval_data import load_split
-    from lavid.train_config import DataConfig
+    from lavid.data.data_config import DataConfig
+    from lavid.data.eval_data import load_split
 
     moved = tmp_path / "moved"
     shutil.copytree(sim_data, moved)

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from lavid.data import ClipDataset, read_rows
-from lavid.goals import goal_image, load_step, render_state
-from lavid.policies import PolicyError, SmoothPolicy, UniformPolicy, make_policy
-from lavid.sim import SimEnv, SimError
-from lavid.store import ChunkedWriter
-from lavid.trajectories import (
+from lavid.data.clips import ClipDataset, read_rows
+from lavid.data.goals import goal_image, load_step, render_state
+from lavid.data.policies import PolicyError, SmoothPolicy, UniformPolicy, make_policy
+from lavid.data.sim import SimEnv, SimError
+from lavid.data.store import ChunkedWriter
+from lavid.data.trajectories import (
     TaskSpec,
     TrajectoryConfig,
     build_trajectory_dataset,
@@ -245,9 +245,9 @@ def test_rendering_then_building_a_model_in_one_process_does_not_crash():
     # Regression: importing triton (timm -> torchvision -> torch._dynamo) after Mesa made a GL context
     # segfaulted the whole test run; planning will render and run models in one process.
     code = (
-        "from lavid.sim import SimEnv\n"
+        "from lavid.data.sim import SimEnv\n"
         "env = SimEnv('cartpole-swingup', 0, 16); env.reset(); env.render()\n"
-        "from lavid.world_model import LatentActionWorldModel, ModelConfig\n"
+        "from lavid.models.world_model import LatentActionWorldModel, ModelConfig\n"
         "LatentActionWorldModel(ModelConfig()); print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -8,14 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from lavid import leakage, transfer
-from lavid.config import load_config
-from lavid.decoder import DecoderConfig, DecoderError, load_decoder, make_decoder, save_decoder, train_decoder
-from lavid.image_metrics import load_lpips, psnr, ssim
-from lavid.probe import linear_probe, transition_actions
-from lavid.sampling import has_sampler, sample_metrics, sampled_rollouts
-from lavid.train_config import TrainConfig
-from lavid.world_model import LatentActionWorldModel
+from lavid.core.config import load_config
+from lavid.metrics import leakage, transfer
+from lavid.metrics.image_metrics import load_lpips, psnr, ssim
+from lavid.metrics.probe import linear_probe, transition_actions
+from lavid.metrics.sampling import has_sampler, sample_metrics, sampled_rollouts
+from lavid.models.decoder import DecoderConfig, DecoderError, load_decoder, make_decoder, save_decoder
+from lavid.models.world_model import LatentActionWorldModel
+from lavid.training.fit_decoder import train_decoder
+from lavid.training.train_config import TrainConfig
 
 from test_train import TINY
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from einops import rearrange
 
-from lavid.config import ConfigError, from_dict
-from lavid.encoder import CheckpointError, EncoderConfig, FrameEncoder, normalize_frames
-from lavid.latents import FAMILIES, LatentConfig, make_family
-from lavid.predictor import AdaLNBlock, Predictor, PredictorConfig
-from lavid.world_model import LatentActionWorldModel, ModelConfig
+from lavid.core.config import ConfigError, from_dict
+from lavid.models.encoder import CheckpointError, EncoderConfig, FrameEncoder, normalize_frames
+from lavid.models.latents import FAMILIES, LatentConfig, make_family
+from lavid.models.predictor import AdaLNBlock, Predictor, PredictorConfig
+from lavid.models.world_model import LatentActionWorldModel, ModelConfig
 
 TINY = {
     "encoder": {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2},
@@ -310,7 +310,7 @@ def test_paper_scale_instantiates_without_running():
 
 
 def test_mae_pretraining_lowers_reconstruction_loss_and_saves_a_loadable_encoder(tmp_path):
-    from lavid.mae import MAEConfig, MaskedAutoencoder
+    from lavid.models.mae import MAEConfig, MaskedAutoencoder
 
     torch.manual_seed(0)
     config = EncoderConfig(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)
@@ -357,7 +357,7 @@ def action_task(batch, generator, weights, frames=8, tubelet=2):
     """Synthetic dynamics where each token's change depends only on the action:
     ``s_t+1 = s_t + W · a_t`` with ``a_t`` the actions of step t's frames. Returns ``(states [B, S, N, D],
     actions [B, T, A])``."""
-    from lavid.actions import transition_actions
+    from lavid.data.actions import transition_actions
 
     tokens, dim, _ = weights.shape
     actions = torch.randn(batch, frames, weights.shape[-1] // tubelet, generator=generator)
@@ -367,7 +367,7 @@ def action_task(batch, generator, weights, frames=8, tubelet=2):
 
 
 def test_true_action_model_beats_history_alone_where_the_change_depends_only_on_the_action():
-    from lavid.actions import transition_actions
+    from lavid.data.actions import transition_actions
 
     torch.manual_seed(0)
     tokens, dim, action_dim, tubelet = 4, 8, 2, 2
@@ -426,7 +426,7 @@ def test_action_condition_builds_no_idm_and_needs_actions():
 
 
 def test_copy_baseline_compares_target_with_target_in_ema_mode():
-    from lavid.evaluation import evaluate
+    from lavid.training.evaluation import evaluate
 
     torch.manual_seed(0)
     model = LatentActionWorldModel(tiny_config("noisy", mode="ema")).eval()
@@ -448,7 +448,7 @@ def test_copy_baseline_compares_target_with_target_in_ema_mode():
 
 
 def test_shuffled_latents_change_nothing_for_the_deterministic_family():
-    from lavid.evaluation import evaluate
+    from lavid.training.evaluation import evaluate
 
     torch.manual_seed(0)
     clips = [{"frames": moving_square_clips(seed=s)} for s in (0, 1)]
@@ -467,7 +467,7 @@ def test_shuffled_latents_change_nothing_for_the_deterministic_family():
 
 
 def test_sigreg_is_small_for_gaussian_embeddings_and_large_for_collapsed_ones():
-    from lavid.sigreg import sigreg
+    from lavid.models.sigreg import sigreg
 
     generator = torch.Generator().manual_seed(0)
     gaussian = sigreg(torch.randn(512, 32, generator=generator), generator=generator)
@@ -494,7 +494,7 @@ def conv_config(sigreg: float, **model):
 
 
 def test_conv_encoder_gives_one_vector_a_step_and_decodes_to_frames():
-    from lavid.decoder import make_decoder
+    from lavid.models.decoder import make_decoder
 
     model = LatentActionWorldModel(conv_config(0.1))
     clips = moving_square_clips()
@@ -526,7 +526,7 @@ def test_end_to_end_encoder_collapses_without_sigreg_and_stays_spread_with_it():
 
 
 def test_an_idm_that_sees_the_change_tells_small_changes_apart():
-    from lavid.idm import IDMConfig, InverseDynamics
+    from lavid.models.idm import IDMConfig, InverseDynamics
 
     current = torch.randn(1, 1, 4, 16).expand(6, 1, 4, 16)
     following = current + 0.04 * torch.randn(6, 1, 4, 16)  # six transitions whose change is ~4 % of the features
@@ -543,7 +543,7 @@ def test_an_idm_that_sees_the_change_tells_small_changes_apart():
 
 
 def test_a_history_idm_reads_the_previous_change_and_only_that():
-    from lavid.idm import IDMConfig, InverseDynamics
+    from lavid.models.idm import IDMConfig, InverseDynamics
 
     torch.manual_seed(0)
     idm = InverseDynamics(IDMConfig(dim=32, depth=1, num_heads=2, input="history"), 16, 4, 8).eval()
@@ -562,7 +562,7 @@ def test_a_history_idm_reads_the_previous_change_and_only_that():
 
 
 def test_random_shift_moves_each_clip_as_a_whole():
-    from lavid.augment import random_shift
+    from lavid.data.augment import random_shift
 
     frames = torch.zeros(8, 3, 3, 16, 16, dtype=torch.uint8)
     frames[:, :, :, 6:10, 6:10] = 200  # a square, the same in every frame

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from conftest import BAD_VIDEOS, GOOD_VIDEOS
-from lavid.sources import SourceError, list_sources, read_source
-from lavid.video import probe
+from lavid.data.sources import SourceError, list_sources, read_source
+from lavid.data.video import probe
 
 
 def test_folder_is_recursive_sorted_and_filters_extensions(video_dir):

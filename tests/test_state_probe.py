@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lavid.state_probe import (EpisodeFeatures, StateProbeError, pose_groups, pose_target_groups, pose_targets,
+from lavid.metrics.state_probe import (EpisodeFeatures, StateProbeError, pose_groups, pose_target_groups, pose_targets,
                                probe_states)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lavid.config import ConfigError, load_config
-from lavid.data import ClipDataset, DatasetFormatError
-from lavid.train_config import TrainConfig
-from lavid.training_data import build_training_data, resolve_action_dim
+from lavid.core.config import ConfigError, load_config
+from lavid.data.clips import ClipDataset, DatasetFormatError
+from lavid.data.training_data import build_training_data
+from lavid.training.train_config import TrainConfig, resolve_action_dim
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "lavid" / "train.py"
@@ -199,7 +199,7 @@ def test_frame_stride_keeps_every_rth_frame_and_concatenates_the_actions(sim_dat
 def test_condition_and_stride_config_errors_name_the_key(tmp_path, sim_data):
     from conftest import write_video
 
-    from lavid.video_index import VideoIndexConfig, build_video_dataset
+    from lavid.data.video_index import VideoIndexConfig, build_video_dataset
 
     for override, key in (("data.frame_stride=0", "data.frame_stride"), ("model.condition=bogus", "model.condition"),
                           ("model.action_dim=-2", "model.action_dim")):
@@ -218,7 +218,7 @@ def test_condition_and_stride_config_errors_name_the_key(tmp_path, sim_data):
 
 
 def test_action_conditioned_run_reports_ratio_and_gain_and_reloads(sim_data, tmp_path):
-    from lavid.runs import load_run
+    from lavid.training.runs import load_run
 
     out = tmp_path / "run"
     result = run(*TINY, f"data={sim_data}", f"out_dir={out}", "model.condition=action", "data.frames=2",
@@ -237,7 +237,7 @@ def test_action_conditioned_run_reports_ratio_and_gain_and_reloads(sim_data, tmp
 
 
 def test_feature_cache_stores_strided_actions_and_refuses_another_stride(sim_data, tmp_path):
-    from lavid.feature_cache import build_feature_cache
+    from lavid.training.feature_cache import build_feature_cache
 
     config = load_config(TrainConfig, None, [*TINY, f"data={sim_data}", "model.encoder.mode=frozen", "data.frames=2",
                                              "data.frame_stride=2", "rollout_horizon=1", "model.condition=action"])

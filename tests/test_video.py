@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import BAD_VIDEOS, GOOD_VIDEOS, gray_level, write_video
-from lavid.video import VideoError, decode_clip, probe, resample_indices
+from lavid.data.video import VideoError, decode_clip, probe, resample_indices
 
 
 def _find(video_dir, name):

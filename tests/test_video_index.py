@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from conftest import BAD_VIDEOS, GOOD_VIDEOS
-from lavid.data import ClipDataset
-from lavid.video import decode_clip
-from lavid.video_index import VideoIndexConfig, build_video_dataset
+from lavid.data.clips import ClipDataset
+from lavid.data.video import decode_clip
+from lavid.data.video_index import VideoIndexConfig, build_video_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "data_prep" / "videos.py"

@@ -1,0 +1,37 @@
+"""Stage 1, data: from raw sources to batches of clips.
+
+Takes in: video files, folders and Hugging Face datasets (:mod:`~lavid.data.sources`,
+:mod:`~lavid.data.video`, :mod:`~lavid.data.video_index`) and the DeepMind Control simulator with its
+behaviour policies (:mod:`~lavid.data.sim`, :mod:`~lavid.data.policies`, :mod:`~lavid.data.trajectories`).
+Gives out: an on-disk clip store (:mod:`~lavid.data.store`), clip and feature datasets and a seeded,
+resumable loader (:mod:`~lavid.data.clips`), the train / held-out split by episode with its weighted mix
+(:mod:`~lavid.data.training_data`, :mod:`~lavid.data.eval_data`), configured by :class:`DataConfig`;
+plus the action layout (:mod:`~lavid.data.actions`), clip augmentation and goal images.
+
+Imports only :mod:`lavid.core`. The names below are imported on first use, so ``import lavid.data``
+stays free of torch and dm_control.
+"""
+
+_EXPORTS = {
+    "DataConfig": "lavid.data.data_config",
+    "ClipDataset": "lavid.data.clips",
+    "DatasetFormatError": "lavid.data.clips",
+    "make_loader": "lavid.data.clips",
+    "split_by_episode": "lavid.data.clips",
+    "build_training_data": "lavid.data.training_data",
+    "load_split": "lavid.data.eval_data",
+    "transition_actions": "lavid.data.actions",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

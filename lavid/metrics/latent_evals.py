@@ -1,0 +1,280 @@
+"""Every latent-action eval of one trained model on one set of clips, as a flat dict of numbers.
+
+Representation-space errors (mean L1, the training loss's space): one-step with IDM latents, the copy
+baseline, rollouts; the scene-cut leakage test; cycle-consistency transfer; rollouts from sampled
+latents. With a pixel decoder: PSNR / SSIM (and LPIPS when available) of decoded one-step predictions
+against the true frames, next to the decoder's own reconstruction quality (the ceiling). With real
+actions: the linear probe's R², per task (action spaces differ between tasks) and averaged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+
+from lavid.data.actions import transition_actions
+from lavid.data.eval_data import EvalClips
+from lavid.metrics import leakage, transfer
+from lavid.metrics.image_metrics import psnr, ssim
+from lavid.metrics.probe import linear_probe
+from lavid.metrics.sampling import has_sampler, sample_metrics, sampled_rollouts
+from lavid.training.evaluation import transition_errors
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def encode_clips(model, frames: torch.Tensor, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 ``[M, T, 3, H, W]`` -> ``(states, targets)`` ``[M, S, N, D]`` on the model's device."""
+    device = next(model.parameters()).device
+    states, targets = [], []
+    for start in range(0, frames.shape[0], batch_size):
+        chunk = frames[start : start + batch_size].to(device)
+        s = model.encode(chunk)
+        states.append(s)
+        targets.append(model.encode(chunk, target=True) if model.target_encoder is not None else s)
+    return torch.cat(states), torch.cat(targets)
+
+
+def pair_across_videos(episodes: torch.Tensor, states: torch.Tensor, targets: torch.Tensor,
+                       pool_episodes: torch.Tensor, pool_states: torch.Tensor, pool_targets: torch.Tensor,
+                       generator: torch.Generator | None = None, groups: torch.Tensor | None = None,
+                       pool_groups: torch.Tensor | None = None) -> tuple[torch.Tensor, ...] | None:
+    """Each clip A with a random clip B of another video from the pool (of A's own group, e.g. task,
+    when ``groups`` / ``pool_groups`` are given); ``None`` if no pair exists.
+
+    Returns:
+        ``(states_a, targets_a, states_b, targets_b)``, each ``[P, S, N, D]``.
+    """
+    partners = leakage.pair_with_other_episodes(episodes, generator, pool_episodes, groups, pool_groups)
+    valid = (partners >= 0).nonzero().flatten()
+    if not len(valid):
+        return None
+    b = partners[valid]
+    return states[valid], targets[valid], pool_states[b], pool_targets[b]
+
+
+@torch.no_grad()
+def scene_pairs(model, config, clips: int, seed: int = 0, same_task: bool = False) -> tuple[torch.Tensor, ...]:
+    """Held-out clips A paired with clips B of other videos (held-out or training) for leakage / transfer.
+
+    Args:
+        config: the run's :class:`~lavid.data.data_config.DataConfig`.
+        same_task: B comes from another episode of A's own simulator task (a cut between two scenes of
+            the kind the model was trained on), not from any other video.
+
+    Returns:
+        ``(states_a, targets_a, states_b, targets_b)``, each ``[P, S, N, D]``.
+
+    Raises:
+        ValueError: the data has a single video, so no pair of different scenes exists.
+    """
+    from lavid.data.eval_data import load_split
+
+    heldout = load_split(config, "heldout", clips, seed=seed, actions=False)
+    train = load_split(config, "train", clips, seed=seed, actions=False)
+    states, targets = encode_clips(model, torch.cat([heldout.frames, train.frames]))
+    count = len(heldout)
+    groups = pool_groups = None
+    if same_task:
+        names = sorted(set(heldout.tasks) | set(train.tasks))
+        pool_groups = torch.tensor([names.index(t) for t in heldout.tasks + train.tasks])
+        groups = pool_groups[:count]
+    pairs = pair_across_videos(heldout.episodes, states[:count], targets[:count],
+                               torch.cat([heldout.episodes, train.episodes]), states, targets,
+                               torch.Generator().manual_seed(seed), groups, pool_groups)
+    if pairs is None:
+        what = "one episode per task" if same_task else "one video"
+        raise ValueError(f"every clip of {config.data} comes from {what}: no pair of different scenes")
+    return pairs
+
+
+def _batched(function, *tensors: torch.Tensor, batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """Apply ``function`` to batches of the leading dimension and concatenate its per-clip outputs."""
+    outputs: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, tensors[0].shape[0], batch_size):
+        result = function(*(t[start : start + batch_size] for t in tensors))
+        for key, value in result.items():
+            outputs.setdefault(key, []).append(value)
+    return {key: torch.cat(values) for key, values in outputs.items()}
+
+
+@torch.no_grad()
+def prediction_errors(model, states: torch.Tensor, targets: torch.Tensor, horizon: int) -> dict[str, float]:
+    """One-step (IDM latents), copy-last-step (target vs target), shuffled-latent and rollout errors over
+    clips ``[M, S, N, D]``, with the same definitions as training's held-out eval (:mod:`lavid.training.evaluation`;
+    latents are shuffled within batches of 16 clips)."""
+
+    def per_clip(s, t):
+        latents = model.infer_latents(s)[0]
+        rolled = model.rollout(s[:, :1], latents[:, :horizon])
+        errors = transition_errors(model, s, t, latents)
+        return {"one_step": errors["one_step"], "copy": errors["copy"], "shuffled": errors["shuffled"],
+                "rollout": (rolled - t[:, 1 : 1 + horizon]).abs().flatten(1).mean(-1)}
+
+    errors = _batched(per_clip, states, targets)
+    one_step, copy, shuffled = (errors[k].mean().item() for k in ("one_step", "copy", "shuffled"))
+    return {"error/one_step": one_step, "error/copy": copy, "error/one_step_over_copy": one_step / copy,
+            "error/shuffled": shuffled, "error/latent_gain": shuffled / one_step,
+            "error/rollout": errors["rollout"].mean().item()}
+
+
+@torch.no_grad()
+def pixel_metrics(model, decoder, frames: torch.Tensor, states: torch.Tensor, targets: torch.Tensor,
+                  lpips=None) -> dict[str, float]:
+    """Decoded one-step predictions vs the true next frames, and the decoder's reconstructions of them."""
+    sums: dict[str, float] = {}
+    count = 0
+    device = next(decoder.parameters()).device
+    tubelet = frames.shape[1] // states.shape[1]
+    for start in range(0, frames.shape[0], 16):
+        s, t = states[start : start + 16], targets[start : start + 16]
+        truth = frames[start : start + 16, tubelet:].to(device).float() / 255.0  # frames of steps 1..S-1
+        latents = model.infer_latents(s)[0]
+        predicted = decoder(model.predict(s[:, :-1], latents)).clamp(0, 1)
+        reconstructed = decoder(t[:, 1:]).clamp(0, 1)
+        values = {"pixel/psnr": psnr(predicted, truth), "pixel/ssim": ssim(predicted, truth),
+                  "pixel/recon_psnr": psnr(reconstructed, truth), "pixel/recon_ssim": ssim(reconstructed, truth)}
+        if lpips is not None:
+            values["pixel/lpips"] = lpips(predicted, truth)
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0.0) + value.sum().item()
+        count += truth.shape[0] * truth.shape[1]
+    return {key: value / count for key, value in sums.items()}
+
+
+def _by_task(clips: EvalClips, tubelet: int, *per_transition: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Per task, over the clips that have actions: each of ``per_transition`` (``[B, S-1, F]``) as
+    ``[M, F]``, then the transitions' actions ``[M, A]``."""
+    grouped: dict[str, list[tuple[torch.Tensor, ...]]] = {}
+    for i, actions in enumerate(clips.actions):
+        if actions is not None and clips.tasks[i]:
+            grouped.setdefault(clips.tasks[i], []).append(
+                (*(values[i] for values in per_transition), transition_actions(actions[None], tubelet)[0]))
+    return {task: tuple(torch.cat(parts) for parts in zip(*rows)) for task, rows in grouped.items()}
+
+
+def _latents_and_actions(model, clips: EvalClips, states: torch.Tensor, tubelet: int):
+    """Per task: ``(latents [M, C], actions [M, A])`` of every transition of the clips that have actions."""
+    return _by_task(clips, tubelet, model.infer_latents(states)[0].cpu())
+
+
+@torch.no_grad()
+def probe_metrics(model, train: EvalClips, train_states: torch.Tensor, heldout: EvalClips,
+                  heldout_states: torch.Tensor, tubelet: int) -> dict[str, Any]:
+    """Linear probe latent -> real action per task; ``probe/r2_mean`` averages the tasks."""
+    if model.idm is None:
+        return {}
+    fit = _latents_and_actions(model, train, train_states, tubelet)
+    test = _latents_and_actions(model, heldout, heldout_states, tubelet)
+    results: dict[str, Any] = {}
+    for task in sorted(set(fit) & set(test)):
+        if len(fit[task][0]) < 2:
+            continue
+        results[f"probe/r2/{task}"] = linear_probe(*fit[task], *test[task])["r2_mean"]
+    scores = [v for v in results.values() if not math.isnan(v)]
+    if scores:
+        results["probe/r2_mean"] = sum(scores) / len(scores)
+    return results
+
+
+@torch.no_grad()
+def action_probe(model, data_config, train_clips: int = 600, heldout_clips: int = 300,
+                 seed: int = 0) -> dict[str, dict[str, float]]:
+    """Is z the action? Per task, ridge probes to the true actions of each transition, fit on training
+    clips and scored (R²) on held-out clips of ``data_config``'s split: from the IDM latent z, and from
+    the model's own feature change ``s_t+1 − s_t`` (what the two frames show of the action at all).
+
+    Returns:
+        ``{task: {"z": R², "change": R², "train": transitions, "heldout": transitions}}``; empty when no
+        clip has actions on both sides of the split (videos) or the model infers no latent.
+    """
+    from lavid.data.eval_data import load_split
+
+    if model.action_conditioned or model.idm is None:
+        return {}
+    tubelet = model.config.encoder.tubelet
+
+    def transitions(split: str, count: int) -> dict[str, tuple[torch.Tensor, ...]]:
+        clips = load_split(data_config, split, count, seed=seed)
+        if all(actions is None for actions in clips.actions):
+            return {}
+        states, _ = encode_clips(model, clips.frames)
+        change = (states[:, 1:] - states[:, :-1]).flatten(2).cpu()
+        return _by_task(clips, tubelet, model.infer_latents(states)[0].cpu(), change)
+
+    was_training = model.training
+    model.eval()
+    try:
+        fit = transitions("train", train_clips)
+        test = transitions("heldout", heldout_clips) if fit else {}
+    finally:
+        model.train(was_training)
+    out = {}
+    for task in sorted(set(fit) & set(test)):
+        (z, change, actions), (z_test, change_test, actions_test) = fit[task], test[task]
+        if len(z) < 2:
+            continue
+        out[task] = {"z": linear_probe(z, actions, z_test, actions_test)["r2_mean"],
+                     "change": linear_probe(change, actions, change_test, actions_test)["r2_mean"],
+                     "train": len(z), "heldout": len(z_test)}
+    return out
+
+
+def format_action_probe(result: dict[str, dict[str, float]]) -> str:
+    """:func:`action_probe` as a markdown table."""
+    lines = ["| task | transitions (train / held out) | R² from z | R² from the feature change |", "|---|---|---|---|"]
+    for task, row in result.items():
+        lines.append(f"| {task} | {row['train']} / {row['heldout']} | {row['z']:.3f} | {row['change']:.3f} |")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def evaluate_latents(model, heldout: EvalClips, horizon: int, train: EvalClips | None = None, decoder=None,
+                     lpips=None, samples: int = 4, seed: int = 0) -> dict[str, Any]:
+    """All evals of ``model`` on ``heldout``.
+
+    ``train`` clips (optional) fit the probe and add scene-cut / transfer partners from other videos;
+    they are never scored themselves. ``horizon`` is capped at the clips' steps − 1.
+    """
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    states, targets = encode_clips(model, heldout.frames)
+    steps = states.shape[1]
+    horizon = min(horizon, steps - 1)
+    results: dict[str, Any] = {"clips": len(heldout), "steps_per_clip": steps}
+    results.update(prediction_errors(model, states, targets, horizon))
+
+    # partners B come from other videos: held-out ones, and training ones too when given (a scene cut only
+    # needs another scene; the model is never asked to predict B's frames before the cut)
+    pool_states, pool_targets, pool_episodes = states, targets, heldout.episodes
+    train_states = None
+    if train is not None:
+        train_states, train_targets = encode_clips(model, train.frames)
+        pool_states, pool_targets = torch.cat([states, train_states]), torch.cat([targets, train_targets])
+        pool_episodes = torch.cat([heldout.episodes, train.episodes])
+    pairs = pair_across_videos(heldout.episodes, states, targets, pool_episodes, pool_states, pool_targets, generator)
+    if pairs is not None:
+        cut = steps // 2
+        errors = _batched(lambda sa, ta, sb, tb: leakage.scene_cut_errors(model, sa, ta, sb, tb, cut), *pairs)
+        results.update(leakage.summarize(errors))
+        cycled = _batched(lambda sa, ta, sb: {k: v for k, v in transfer.cycle_transfer(model, sa, ta, sb, horizon).items()
+                                              if k in ("own", "cycle")}, *pairs[:3])
+        results.update(transfer.summarize(cycled))
+    else:
+        log.warning("leakage and transfer skipped: every clip comes from one video")
+
+    if has_sampler(model):
+        sampled = _batched(lambda s, t: sample_metrics(sampled_rollouts(model, s[:, :1], horizon, samples, generator),
+                                                       t[:, 1 : 1 + horizon]), states, targets)
+        results.update({f"sample/{key}": value.mean().item() for key, value in sampled.items()})
+
+    if decoder is not None:
+        results.update(pixel_metrics(model, decoder, heldout.frames, states, targets, lpips))
+    if train_states is not None and any(a is not None for a in heldout.actions):
+        tubelet = heldout.frames.shape[1] // steps
+        results.update(probe_metrics(model, train, train_states, heldout, heldout_states=states, tubelet=tubelet))
+    return results

@@ -1,0 +1,166 @@
+"""Predictor p(s_0..t, c_t) -> ŝ_t+1: a frame-causal transformer conditioned per step by AdaLN-zero.
+
+All tokens of all steps attend jointly under a block-causal mask (a token of step t sees steps <= t).
+The condition ``c_t`` of each step (a latent action, or a real action for an action-conditioned model)
+sets the shift, scale and gate of every block for that step's tokens. Gates and the output layer start
+at zero: every block is the identity at initialization and the first prediction is ŝ_t+1 = s_t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from lavid.core.config import check
+from lavid.models.layers import MLP, sincos_1d, sincos_2d
+
+
+@dataclass
+class PredictorConfig:
+    """Attributes:
+        dim, depth, num_heads, mlp_ratio: transformer size.
+        max_steps: longest sequence of steps (temporal position table).
+        predict_residual: predict ŝ_t+1 − s_t (so the untrained model copies the last step).
+    """
+
+    dim: int = 192
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    max_steps: int = 64
+    predict_residual: bool = True
+
+    def validate(self, prefix: str = "") -> None:
+        key = (prefix + ".") if prefix else ""
+        check(self.dim % self.num_heads == 0, f"{key}dim", f"{self.dim} not divisible by num_heads {self.num_heads}")
+        check(self.dim % 4 == 0, f"{key}dim", "must be divisible by 4 (2D position embedding)")
+        check(self.depth >= 1, f"{key}depth", "must be >= 1")
+        check(self.max_steps >= 2, f"{key}max_steps", "must be >= 2")
+
+
+def frame_causal_mask(steps: int, tokens: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[steps*tokens, steps*tokens]`` bool, True where a query token may attend a key token."""
+    step_of = torch.arange(steps, device=device).repeat_interleave(tokens)
+    return step_of[:, None] >= step_of[None, :]
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class AdaLNBlock(nn.Module):
+    """Pre-norm transformer block whose norms are modulated per step by the condition (AdaLN-zero)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.modulation[1].weight)
+        nn.init.zeros_(self.modulation[1].bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor, tokens: int) -> torch.Tensor:
+        """x ``[B, S*N, D]``; cond ``[B, S, D]`` (one per step); mask ``[S*N, S*N]``."""
+        modulation = self.modulation(cond).repeat_interleave(tokens, dim=1)  # [B, S*N, 6D]
+        shift1, scale1, gate1, shift2, scale2, gate2 = modulation.chunk(6, dim=-1)
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, mask)
+        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+
+
+class Predictor(nn.Module):
+    """``states [B, S, N, D_enc]``, ``cond [B, S, C]`` -> next-step predictions ``[B, S, N, D_enc]``.
+
+    Output ``t`` predicts step ``t + 1`` from steps ``0..t`` and conditions ``0..t``.
+
+    Args:
+        config: sizes.
+        in_dim: encoder token dim D_enc.
+        num_tokens: tokens per step N.
+        cond_dim: condition size C (latent dim, or an action dim).
+        cache_mask: reuse the attention mask across calls (False builds it every call: the naive way,
+            kept for the benchmark).
+    """
+
+    def __init__(self, config: PredictorConfig, in_dim: int, num_tokens: int, cond_dim: int,
+                 cache_mask: bool = True) -> None:
+        super().__init__()
+        self.config, self.num_tokens, self.cache_mask = config, num_tokens, cache_mask
+        self.project = nn.Linear(in_dim, config.dim)
+        self.register_buffer("space", sincos_2d(num_tokens, config.dim), persistent=False)
+        self.register_buffer("time", sincos_1d(config.max_steps, config.dim), persistent=False)
+        self.cond_embed = nn.Sequential(nn.Linear(cond_dim, config.dim), nn.SiLU(), nn.Linear(config.dim, config.dim))
+        self.blocks = nn.ModuleList(AdaLNBlock(config.dim, config.num_heads, config.mlp_ratio)
+                                    for _ in range(config.depth))
+        self.norm = nn.LayerNorm(config.dim, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(config.dim, 2 * config.dim))
+        self.head = nn.Linear(config.dim, in_dim)
+        for layer in (self.final_modulation[1], self.head):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self._masks: dict[tuple, torch.Tensor] = {}
+
+    def mask(self, steps: int, device: torch.device) -> torch.Tensor:
+        if not self.cache_mask:
+            return frame_causal_mask(steps, self.num_tokens, device)
+        key = (steps, str(device))
+        if key not in self._masks:
+            self._masks[key] = frame_causal_mask(steps, self.num_tokens, device)
+        return self._masks[key]
+
+    def forward(self, states: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        batch, steps, tokens, _ = states.shape
+        if tokens != self.num_tokens:
+            raise ValueError(f"predictor built for {self.num_tokens} tokens per step, got {tokens}")
+        if steps > self.config.max_steps:
+            raise ValueError(f"{steps} steps exceed predictor.max_steps={self.config.max_steps}")
+        x = self.project(states) + self.space + self.time[:steps, None, :]
+        x = rearrange(x, "b s n d -> b (s n) d")
+        c = self.cond_embed(cond)
+        mask = self.mask(steps, states.device)
+        for block in self.blocks:
+            x = block(x, c, mask, tokens)
+        shift, scale = self.final_modulation(c).repeat_interleave(tokens, dim=1).chunk(2, dim=-1)
+        out = self.head(self.norm(x) * (1 + scale) + shift)
+        out = rearrange(out, "b (s n) d -> b s n d", s=steps)
+        return states + out if self.config.predict_residual else out
+
+    @torch.no_grad()
+    def rollout(self, context: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """Predict ``H`` future steps autoregressively.
+
+        Args:
+            context: ``[B, S0, N, D]`` observed steps.
+            latents: ``[B, S0 - 1 + H, C]``: the conditions of the transitions inside the context, then
+                the ``H`` transitions to predict.
+
+        Returns:
+            ``[B, H, N, D]`` predicted steps ``S0 .. S0 + H - 1``.
+        """
+        observed = context.shape[1]
+        horizon = latents.shape[1] - observed + 1
+        if horizon < 1:
+            raise ValueError(f"need at least {observed} latents for a context of {observed} steps")
+        states = context
+        predictions = []
+        for h in range(horizon):
+            steps = states.shape[1]
+            window = max(0, steps - self.config.max_steps)
+            out = self.forward(states[:, window:], latents[:, window:steps])[:, -1:]
+            predictions.append(out)
+            states = torch.cat([states, out], dim=1)
+        return torch.cat(predictions, dim=1)

@@ -1,0 +1,38 @@
+"""Stage 3, training: every loop that fits something, and the runs they leave.
+
+Takes in: a :class:`TrainConfig` (``configs/*.yaml`` + ``key=value``), the data stage's clips or
+feature cache and the model stage's modules.
+Gives out: a run folder (``config.yaml``, checkpoints, ``metrics.jsonl`` with the held-out eval of
+:mod:`~lavid.training.evaluation`, rollout pictures) written by :func:`train`, opened again by
+:func:`load_run`; and the other fits: the feature cache of a frozen encoder
+(:mod:`~lavid.training.feature_cache`), MAE pretraining (:mod:`~lavid.training.pretrain_mae`) and the
+pixel decoder (:mod:`~lavid.training.fit_decoder`).
+
+Imports core, data and models, never metrics or control (what runs after training comes in through
+``train``'s ``after_training`` hook). The names below are imported on first use, so
+``import lavid.training`` stays free of torch.
+"""
+
+_EXPORTS = {
+    "TrainConfig": "lavid.training.train_config",
+    "train": "lavid.training.trainer",
+    "load_run": "lavid.training.runs",
+    "LoadedRun": "lavid.training.runs",
+    "RunError": "lavid.training.runs",
+    "build_feature_cache": "lavid.training.feature_cache",
+    "pretrain_encoder": "lavid.training.pretrain_mae",
+    "decoder_for_run": "lavid.training.fit_decoder",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
