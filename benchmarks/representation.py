@@ -332,7 +332,9 @@ def main(argv=None) -> int:
                         help="for trained conv encoders, also probe the conv stack's output before the projector")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    from lavid.core.threads import usable_cores
+
+    torch.set_num_threads(usable_cores())
     from lavid.metrics.state_probe import EpisodeFeatures, format_table, probe_states
 
     episodes = load_episodes(args.data.split(","), args.holdout, args.max_steps)

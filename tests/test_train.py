@@ -265,7 +265,7 @@ def test_the_trainer_drives_the_kl_warmup(sim_data, tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
 def test_the_trainer_counts_the_cores_it_may_run_on_not_the_machines():
-    from lavid.training.trainer import usable_cores
+    from lavid.core.threads import usable_cores
 
     allowed = os.sched_getaffinity(0)
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +17,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
+from lavid.core.threads import usable_cores
 from lavid.core.config import to_dict
 from lavid.data.clips import make_loader
 from lavid.data.training_data import MODEL_INPUTS, build_training_data, ensure_default_data
@@ -66,15 +66,6 @@ def _mixed_precision(setting: str) -> str:
     if setting != "auto":
         return setting
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask, e.g. under ``taskset`` or a cgroup cpuset),
-    not the machine's: two threads on one allowed core spin-wait on each other."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _prepare_out_dir(config: TrainConfig) -> tuple[Path, Path | None]:
