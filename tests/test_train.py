@@ -274,3 +274,33 @@ def test_the_trainer_counts_the_cores_it_may_run_on_not_the_machines():
     finally:
         os.sched_setaffinity(0, allowed)
     assert usable_cores() == len(allowed)
+
+
+def test_trackers_get_every_logged_value_through_accelerate_and_bad_trackers_are_config_errors(sim_data, tmp_path):
+    from accelerate import utils
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lavid.training.train_config import TRACKERS
+
+    out = tmp_path / "run"
+    run(*TINY, f"data={sim_data}", f"out_dir={out}", "steps=3", "eval_every=3", "checkpoint_every=0",
+        "probe_episodes=0")
+    events = sorted((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events, "the default tracker (TensorBoard) wrote no event file under out_dir/tensorboard"
+    accumulator = EventAccumulator(str(events[0].parent)).Reload()
+    logged = metrics(out)
+    assert [e.step for e in accumulator.Scalars("loss")] == [m["step"] for m in logged if "loss" in m] == [1, 2, 3]
+    assert [e.value for e in accumulator.Scalars("loss")] == pytest.approx([m["loss"] for m in logged if "loss" in m])
+    assert "eval/ratio" in accumulator.Tags()["scalars"]
+
+    none = tmp_path / "none"
+    run(*TINY, f"data={sim_data}", f"out_dir={none}", "steps=1", "probe_episodes=0", "trackers=[]")
+    assert (none / "metrics.jsonl").exists() and not (none / "tensorboard").exists()
+
+    unknown = run(*TINY, f"out_dir={tmp_path / 'x'}", "trackers=[tensorbored]", check=False)
+    assert unknown.returncode == 2 and "trackers" in unknown.stderr and "tensorbored" in unknown.stderr
+    missing = [name for name in TRACKERS if not getattr(utils, f"is_{name}_available")()]
+    if missing:  # a tracker whose package is not installed stops the run before any work, naming the key
+        result = run(*TINY, f"out_dir={tmp_path / 'y'}", f"trackers=[tensorboard,{missing[0]}]", check=False)
+        assert result.returncode == 2 and "trackers" in result.stderr and "not installed" in result.stderr
+        assert not (tmp_path / "y").exists()

@@ -62,6 +62,10 @@ class TrainConfig:
             ``probe/action_change/...``, ``action_probe.md``; :func:`lavid.metrics.latent_evals.action_probe`).
             ``lavid/train.py`` runs both through the trainer's ``after_training`` hook
             (:mod:`lavid.metrics.training_probes`).
+        progress: show a progress bar.
+        trackers: experiment trackers that receive every logged value through accelerate
+            (:data:`TRACKERS`: ``tensorboard``, ``wandb``, ``mlflow``, ...; each only if its package is
+            installed); ``[]`` for none. ``metrics.jsonl`` is written either way.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -80,10 +84,12 @@ class TrainConfig:
     keep_checkpoints: int = 2
     probe_episodes: int = 24
     progress: bool = True
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     def validate(self, prefix: str = "") -> None:
         check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         check(self.probe_episodes >= 0, "probe_episodes", f"must be >= 0, got {self.probe_episodes}")
+        check_trackers(self.trackers)
         check(bool(self.out_dir), "out_dir", "must not be empty")
         check(self.log_every >= 1, "log_every", "must be >= 1")
         check(self.eval_every >= 0, "eval_every", "must be >= 0")
@@ -100,6 +106,23 @@ class TrainConfig:
         if self.data.features is not None:
             check(self.model.encoder.mode == "frozen", "data.features",
                   "a feature cache needs model.encoder.mode=frozen (a finetuned encoder changes its features)")
+
+
+TRACKERS = ("tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive", "trackio", "swanlab")
+"""Experiment trackers accelerate can log to (``trackers``); each needs its own package installed."""
+
+
+def check_trackers(trackers: list[str]) -> None:
+    """Every name in ``trackers`` is one of :data:`TRACKERS` and its package is installed (else ConfigError)."""
+    for name in trackers:
+        check(name in TRACKERS, "trackers", f"unknown tracker {name!r}; choose from {', '.join(TRACKERS)}")
+    if not trackers:
+        return
+    from accelerate import utils
+
+    for name in trackers:
+        check(getattr(utils, f"is_{name}_available")(), "trackers",
+              f"{name} is not installed (pip install {name.replace('_', '-')}), or leave it out of the list")
 
 
 def resolve_action_dim(config: TrainConfig) -> TrainConfig:

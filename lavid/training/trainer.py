@@ -80,33 +80,53 @@ def _prepare_out_dir(config: TrainConfig) -> tuple[Path, Path | None]:
 
 
 class MetricsLog:
-    """``metrics.jsonl`` (one JSON object per logged step) and TensorBoard, main process only."""
+    """``metrics.jsonl`` (one JSON object per logged step, the record that is always there) on the main
+    process, and the same values to the experiment trackers of ``config.trackers`` through accelerate
+    (TensorBoard by default, under ``out_dir/tensorboard``)."""
 
-    def __init__(self, out: Path, enabled: bool, resume_step: int | None) -> None:
-        self.enabled = enabled
+    def __init__(self, accelerator, out: Path, resume_step: int | None) -> None:
+        self.accelerator = accelerator
+        self.enabled = accelerator.is_main_process
         self.path = out / "metrics.jsonl"
-        self.writer = None
-        if not enabled:
+        if not self.enabled:
             return
         if resume_step is not None and self.path.exists():  # drop what a killed run logged after its checkpoint
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(out / "tensorboard"))
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": step, **values}) + "\n")
-        for key, value in values.items():
-            self.writer.add_scalar(key, value, step)
+        self.accelerator.log(values, step=step)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self.accelerator.end_training()
+
+
+def _start_trackers(accelerator, config: TrainConfig, out: Path) -> None:
+    """Open the run's experiment trackers (main process only: accelerate's ``init_trackers``). The
+    resolved config goes to each tracker but TensorBoard, which keeps it as ``out_dir/config.yaml``."""
+    if not config.trackers:
+        return
+    accelerator.init_trackers("lavid", init_kwargs={"wandb": {"name": out.name}, "mlflow": {"run_name": out.name}})
+    flat = {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+            for key, value in _flatten(to_dict(config)).items()}
+    for tracker in accelerator.trackers:
+        if tracker.name != "tensorboard":
+            tracker.store_init_configuration(flat)
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _scalars(out: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -127,18 +147,21 @@ def train(config: TrainConfig, after_training: AfterTraining | None = None) -> d
             does not import the metrics stage).
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import ProjectConfiguration, set_seed
 
+    out, checkpoint = _prepare_out_dir(config)
     # cpu=True on a machine without CUDA: processes started by torchrun (accelerate launch --multi_gpu)
     # then join a gloo group; accelerate only forms a multi-CPU group when told it is on the CPU.
     accelerator = Accelerator(mixed_precision=_mixed_precision(config.mixed_precision),
                               gradient_accumulation_steps=config.optim.grad_accum, cpu=not torch.cuda.is_available(),
                               # the schedule counts optimizer steps: step it once per step, not once per process
-                              step_scheduler_with_optimizer=False)
+                              step_scheduler_with_optimizer=False,
+                              log_with=list(config.trackers) or None,
+                              project_config=ProjectConfiguration(project_dir=str(out),
+                                                                  logging_dir=str(out / "tensorboard")))
     main = accelerator.is_main_process
     if accelerator.device.type == "cpu":  # accelerate launch pins CPU processes to 1 thread: use a share of the cores
         torch.set_num_threads(max(1, usable_cores() // accelerator.num_processes))
-    out, checkpoint = _prepare_out_dir(config)
     if main:
         ensure_default_data(config.data)
     accelerator.wait_for_everyone()
@@ -182,7 +205,8 @@ def train(config: TrainConfig, after_training: AfterTraining | None = None) -> d
         step, epoch, consumed = state["step"], state["epoch"], state["consumed"]
         if main:
             log.info("resumed from %s at step %d", checkpoint, step)
-    metrics = MetricsLog(out, main, step if checkpoint is not None else None)
+    metrics = MetricsLog(accelerator, out, step if checkpoint is not None else None)
+    _start_trackers(accelerator, config, out)
 
     batch_size, world = config.optim.batch_size, accelerator.num_processes
     loader_args = dict(batch_size=batch_size, seed=config.seed, num_workers=config.data.num_workers,
