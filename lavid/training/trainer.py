@@ -103,7 +103,9 @@ class MetricsLog:
         self.accelerator.log(values, step=step)
 
     def close(self) -> None:
-        self.accelerator.end_training()
+        # not accelerator.end_training(): it also destroys the process group, which the run still uses
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
 
 
 def _start_trackers(accelerator, config: TrainConfig, out: Path) -> None:
