@@ -35,6 +35,7 @@ def test_base_file_overrides_and_round_trip(tmp_path):
     ("model.encoder=3", "model.encoder"),
     ("model.latent.fsq_levels=[8,x]", "model.latent.fsq_levels"),
     ("steps", "key=value"),
+    ("data.frames=[1", "data.frames: cannot parse"),
 ])
 def test_override_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")):

@@ -14,6 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -113,8 +114,8 @@ def _override(schema: DictConfig, text: str) -> tuple[str, dict[str, Any]]:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
         value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={raw}" if raw.strip() else "v=''"]))["v"]
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"{key}: cannot parse value {raw!r}: {str(error).splitlines()[0]}") from None
+    except (OmegaConfBaseException, yaml.YAMLError) as error:
+        raise ConfigError(f"{key}: cannot parse value {raw!r}: {' '.join(str(error).split())}") from None
     section = OmegaConf.select(schema, key, default=None)
     if isinstance(section, DictConfig) and not isinstance(value, dict):
         shorthand = getattr(OmegaConf.get_type(section), "SHORTHAND", None)
