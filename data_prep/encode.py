@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, clean_exit, load_config_from_args, parse_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,19 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--no-progress", action="store_true")
     add_config_arguments(parser)
-    args = parser.parse_args(argv)
-    setup_logging()
-    from lavid.core.config import ConfigError, load_config
+    args = parse_cli(parser, argv)
     from lavid.data.clips import DatasetFormatError
     from lavid.data.store import StoreError
     from lavid.training.feature_cache import build_feature_cache
     from lavid.training.train_config import TrainConfig
 
-    try:
-        config = load_config(TrainConfig, args.config, args.overrides)
+    with clean_exit(DatasetFormatError, StoreError, ValueError):
+        config = load_config_from_args(args, TrainConfig)
         meta = build_feature_cache(config, args.out, args.batch_size, args.device, progress=not args.no_progress)
-    except (ConfigError, DatasetFormatError, StoreError, ValueError) as error:
-        return fail(error)
     actions = f", actions of {meta['action_dim']} per frame" if meta["action_dim"] else ""
     print(f"encoded {meta['counts']['clips']} clips -> {args.out} (features {meta['shape']}{actions}, "
           f"encoder {meta['encoder']})")

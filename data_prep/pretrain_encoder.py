@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, clean_exit, load_config_from_args, parse_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,23 +25,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--no-progress", action="store_true")
     add_config_arguments(parser)
-    args = parser.parse_args(argv)
-    setup_logging()
-    from lavid.core.config import ConfigError, from_dict, load_config
+    args = parse_cli(parser, argv)
+    from lavid.core.config import from_dict
     from lavid.data.clips import DatasetFormatError
     from lavid.data.training_data import ensure_default_data
     from lavid.models.mae import MAEConfig
     from lavid.training.pretrain_mae import pretrain_encoder
     from lavid.training.train_config import TrainConfig
 
-    try:
-        config = load_config(TrainConfig, args.config, args.overrides)
+    with clean_exit(DatasetFormatError, ValueError):
+        config = load_config_from_args(args, TrainConfig)
         mae = from_dict(MAEConfig, {"steps": args.steps, "mask_ratio": args.mask_ratio, "lr": args.lr,
                                     "batch_size": args.batch_size})
         ensure_default_data(config.data)
         summary = pretrain_encoder(config, mae, args.out, progress=not args.no_progress)
-    except (ConfigError, DatasetFormatError, ValueError) as error:
-        return fail(error)
     print(f"MAE loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f} over {summary['steps']} steps; "
           f"encoder saved to {summary['out']}")
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, clean_exit, parse_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,16 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lpips-weights", default=None, help="local torchvision AlexNet weights for LPIPS")
     parser.add_argument("--no-progress", action="store_true")
     add_config_arguments(parser)
-    args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after the options
-    setup_logging()
+    args = parse_cli(parser, argv, intermixed=True)  # key=value overrides may come before or after the options
 
     import dataclasses
 
-    from lavid.core.config import ConfigError
     from lavid.data.clips import DatasetFormatError
     from lavid.metrics.ablation import parse_values, run_sweep
 
-    try:
+    with clean_exit(DatasetFormatError, ValueError):
         budget = dataclasses.replace(BUDGETS[args.budget], values=dict(BUDGETS[args.budget].values))
         for item in args.values:
             family, sep, text = item.partition("=")
@@ -71,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_sweep(args.config, args.overrides, args.out, budget, families, jobs=args.jobs, launcher=launcher,
                          lpips_weights=args.lpips_weights, progress=not args.no_progress,
                          budget_name=args.budget if budget == BUDGETS[args.budget] else f"{args.budget}, modified")
-    except (ConfigError, DatasetFormatError, ValueError) as error:
-        return fail(error)
     failed = [r for r in rows if r["status"] != "done"]
     print(f"{len(rows) - len(failed)} of {len(rows)} runs done; table: {args.out}/results.md, plots: {args.out}/plots/")
     for row in failed:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, clean_exit, load_config_from_args, parse_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,17 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=100, help="steps read from each episode (default 100)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    setup_logging()
+    args = parse_cli(parser, argv)
 
-    from lavid.core.config import ConfigError, load_config
     from lavid.data.clips import DatasetFormatError
     from lavid.metrics.state_probe import StateProbeError, format_table, probe_model
     from lavid.models.encoder import CheckpointError
     from lavid.training.runs import RunError, load_run
     from lavid.training.train_config import TrainConfig
 
-    try:
+    with clean_exit(RunError, DatasetFormatError, CheckpointError, StateProbeError, ValueError):
         if args.checkpoint:
             loaded = load_run(args.checkpoint, args.device)
             model, config = loaded.model, loaded.config
@@ -49,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
             from lavid.models.world_model import LatentActionWorldModel
 
-            config = load_config(TrainConfig, args.config, args.overrides)
+            config = load_config_from_args(args, TrainConfig)
             set_seed(config.seed)  # the encoder lavid/train.py would start from
             model = LatentActionWorldModel(config.model).to(args.device)
         paths = [path for path, _ in config.data.sources()]
@@ -60,8 +58,6 @@ def main(argv: list[str] | None = None) -> int:
                              max_steps=args.max_steps, seed=config.seed)
         if result is None:
             raise StateProbeError(f"no dataset of {config.data.data} stores simulator states to probe")
-    except (ConfigError, RunError, DatasetFormatError, CheckpointError, StateProbeError, ValueError) as error:
-        return fail(error)
     table = format_table(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,16 +19,14 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from lavid.core.cli import add_config_arguments, fail, setup_logging  # noqa: E402
+from lavid.core.cli import add_config_arguments, clean_exit, load_config_from_args, parse_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_config_arguments(parser)
-    args = parser.parse_args(argv)
-    setup_logging()
+    args = parse_cli(parser, argv)
 
-    from lavid.core.config import ConfigError, load_config
     from lavid.data.clips import DatasetFormatError
     from lavid.metrics.training_probes import probe_after_training
     from lavid.models.encoder import CheckpointError
@@ -37,14 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.training.train_config import TrainConfig
     from lavid.training.trainer import RunExists, train
 
-    try:
-        config = load_config(TrainConfig, args.config, args.overrides)
-    except ConfigError as error:
-        return fail(error)
-    try:
+    with clean_exit(CheckpointMissing, RunExists, DatasetFormatError, CheckpointError, ValueError):
+        config = load_config_from_args(args, TrainConfig)
         summary = train(config, after_training=probe_after_training)
-    except (CheckpointMissing, RunExists, DatasetFormatError, CheckpointError, ValueError) as error:
-        return fail(error)
     from accelerate import PartialState
 
     if PartialState().is_main_process:

@@ -6,8 +6,9 @@ logging and clean-failure helpers (:mod:`lavid.core.cli`). Imports nothing else 
 import it. Light (no torch), so its exports are imported eagerly.
 """
 
-from lavid.core.cli import add_config_arguments, fail, setup_logging
+from lavid.core.cli import (add_config_arguments, clean_exit, fail, load_config_from_args, parse_cli,
+                            setup_logging)
 from lavid.core.config import ConfigError, check, from_dict, load_config, to_dict
 
-__all__ = ["ConfigError", "add_config_arguments", "check", "fail", "from_dict", "load_config", "setup_logging",
-           "to_dict"]
+__all__ = ["ConfigError", "add_config_arguments", "check", "clean_exit", "fail", "from_dict", "load_config",
+           "load_config_from_args", "parse_cli", "setup_logging", "to_dict"]

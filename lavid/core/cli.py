@@ -1,11 +1,29 @@
-"""Small helpers shared by the command-line entry points: logging set-up and clean failures."""
+"""The command-line scaffold shared by the entry points: config file + overrides, logging, clean failures.
+
+A script that loads a training config::
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ...  # its own options
+    add_config_arguments(parser)
+    args = parse_cli(parser, argv)                    # parsed, logging set up
+    with clean_exit(DatasetFormatError, ...):         # ConfigError and these: one line on stderr, exit code 2
+        config = load_config_from_args(args, TrainConfig)
+        ...
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
+
+from lavid.core.config import ConfigError, load_config
+
+T = TypeVar("T")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 
@@ -26,3 +44,25 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` (default configs/tiny.yaml) and trailing ``key=value`` overrides of a training config."""
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default configs/tiny.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 model.latent.beta=1e-3")
+
+
+def parse_cli(parser: argparse.ArgumentParser, argv: list[str] | None = None, intermixed: bool = False
+              ) -> argparse.Namespace:
+    """Parse the command line (``intermixed``: ``key=value`` overrides may come between options); set up logging."""
+    args = parser.parse_intermixed_args(argv) if intermixed else parser.parse_args(argv)
+    setup_logging()
+    return args
+
+
+def load_config_from_args(args: argparse.Namespace, schema: type[T]) -> T:
+    """``schema`` from the ``--config`` file and ``key=value`` overrides of :func:`add_config_arguments`."""
+    return load_config(schema, args.config, args.overrides)
+
+
+@contextlib.contextmanager
+def clean_exit(*errors: type[BaseException]) -> Iterator[None]:
+    """A :class:`ConfigError` or one of ``errors`` raised inside ends the script: one line on stderr, exit code 2."""
+    try:
+        yield
+    except (ConfigError, *errors) as error:
+        raise SystemExit(fail(error)) from None
