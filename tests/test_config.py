@@ -51,3 +51,13 @@ def test_yaml_errors_name_the_key_or_file(tmp_path):
         load_config(TrainConfig, tmp_path / "list.yaml")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(TrainConfig, tmp_path / "missing.yaml")
+
+
+def test_a_text_field_keeps_words_and_digits_yaml_would_read_as_bools_or_numbers():
+    config = load_config(TrainConfig, None, ["mixed_precision=no", "out_dir=2024", "model.encoder.checkpoint_key=on"])
+    assert config.mixed_precision == "no" and config.out_dir == "2024" and config.model.encoder.checkpoint_key == "on"
+    assert load_config(TrainConfig, None, ["progress=no"]).progress is False  # a bool field still reads YAML's bools
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        load_config(TrainConfig, None, ["mixed_precision=yes"])  # a word, but not one of the choices
+    with pytest.raises(ConfigError, match="steps"):
+        load_config(TrainConfig, None, ["steps=no"])

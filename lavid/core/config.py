@@ -11,6 +11,8 @@ dataclass's own ``validate(prefix)``. A section may name one field as its ``SHOR
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -101,6 +103,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return OmegaConf.to_container(data)
 
 
+def _is_text_field(schema: DictConfig, key: str) -> bool:
+    """Whether dotted ``key`` of ``schema`` is declared ``str``, ``str | None`` or a ``Literal`` of strings."""
+    parent, _, leaf = key.rpartition(".")
+    section = OmegaConf.select(schema, parent, default=None) if parent else schema
+    if not isinstance(section, DictConfig) or not dataclasses.is_dataclass(OmegaConf.get_type(section)):
+        return False
+    hint = typing.get_type_hints(OmegaConf.get_type(section)).get(leaf)
+    options = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (
+        typing.Union, types.UnionType) else [hint]
+    return all(a is str or (typing.get_origin(a) is typing.Literal and all(isinstance(v, str) for v in typing.get_args(a)))
+               for a in options) and bool(options)
+
+
 def _override(schema: DictConfig, text: str) -> tuple[str, dict[str, Any]]:
     """``"model.latent.beta=1e-3"`` -> ``("model.latent.beta", {"model": {"latent": {"beta": 0.001}}})``.
 
@@ -121,6 +136,8 @@ def _override(schema: DictConfig, text: str) -> tuple[str, dict[str, Any]]:
         shorthand = getattr(OmegaConf.get_type(section), "SHORTHAND", None)
         if shorthand:
             key = f"{key}.{shorthand}"
+    if isinstance(value, (bool, int, float)) and _is_text_field(schema, key):
+        value = raw.strip()  # YAML reads no, on, 1e-3 ... as bool or number; a text field keeps the text
     nested: Any = value
     for part in reversed(key.split(".")):
         nested = {part: nested}
