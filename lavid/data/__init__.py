@@ -12,6 +12,8 @@ Imports only :mod:`lavid.core`. The names below are imported on first use, so ``
 stays free of torch and dm_control.
 """
 
+from lavid.core.lazy import lazy_exports
+
 _EXPORTS = {
     "DataConfig": "lavid.data.data_config",
     "ClipDataset": "lavid.data.clips",
@@ -24,14 +26,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,6 +11,8 @@ Imports every stage below it (core, data, models, training), never :mod:`lavid.c
 are imported on first use, so ``import lavid.metrics`` stays free of torch.
 """
 
+from lavid.core.lazy import lazy_exports
+
 _EXPORTS = {
     "evaluate_latents": "lavid.metrics.latent_evals",
     "action_probe": "lavid.metrics.latent_evals",
@@ -21,14 +23,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,6 +11,8 @@ Imports only :mod:`lavid.core` and :mod:`lavid.data`. The names below are import
 ``import lavid.models`` stays free of torch.
 """
 
+from lavid.core.lazy import lazy_exports
+
 _EXPORTS = {
     "LatentActionWorldModel": "lavid.models.world_model",
     "ModelConfig": "lavid.models.world_model",
@@ -23,14 +25,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -13,6 +13,8 @@ Imports core, data and models, never metrics or control (what runs after trainin
 ``import lavid.training`` stays free of torch.
 """
 
+from lavid.core.lazy import lazy_exports
+
 _EXPORTS = {
     "TrainConfig": "lavid.training.train_config",
     "train": "lavid.training.trainer",
@@ -25,14 +27,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
