@@ -7,8 +7,8 @@ zero: every rollout copies the last state, every sample costs the same), so thos
 are redrawn from a seeded N(0, 0.02²); the cost then depends on the actions.
 
 Each episode has a random context of S0 = 4 states ``[S0, N, D]`` with its 3 past actions and a random
-goal state ``[N, D]``; the cost of a candidate is the squared L2 distance between the last state of
-``model.rollout(context, past actions + candidate)`` and the goal. Both planners run interleaved, one
+goal state ``[N, D]``; the cost is the one ``evals/plan.py`` plans with (:class:`lavid.control.mpc.GoalCost`):
+the L2 distance between the last state of ``model.rollout(context, past actions + candidate)`` and the goal. Both planners run interleaved, one
 warm-up call each, medians over the repeats; the table gives milliseconds per plan of all episodes, the
 speed-up and the largest difference between the two plans' actions and costs (0 means bit-identical; with BLAS,
 batches of different sizes may differ in the last bits and a different elite can follow). A second set of
@@ -31,8 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from einops import rearrange, repeat  # noqa: E402
 
+from lavid.control.dynamics import ActionDynamics  # noqa: E402
+from lavid.control.mpc import GoalCost  # noqa: E402
 from lavid.control.planner import Plan, PlannerConfig, plan, plan_looped, seeded_generators  # noqa: E402
 from lavid.core.cli import DEFAULT_CONFIG  # noqa: E402
 from lavid.core.config import load_config  # noqa: E402
@@ -54,36 +55,6 @@ class QuadraticCost:
         return (actions - self.targets[episodes][:, None]).pow(2).sum(dim=(-2, -1))
 
 
-class GoalCost:
-    """Squared L2 distance between the last predicted state and each episode's goal.
-
-    Args:
-        model: an action-conditioned world model (``cond_dim`` = the action size).
-        context: ``[E, S0, N, D]`` observed states of every episode.
-        past_actions: ``[E, S0 - 1, A]`` the actions between them.
-        goal: ``[E, N, D]``.
-        chunk: rollouts per model call (0: all ``E·K`` of a call in one batch).
-    """
-
-    def __init__(self, model: LatentActionWorldModel, context: torch.Tensor, past_actions: torch.Tensor,
-                 goal: torch.Tensor, chunk: int = 0) -> None:
-        self.model, self.context, self.past_actions, self.goal = model, context, past_actions, goal
-        self.chunk = chunk
-
-    @torch.no_grad()
-    def __call__(self, actions: torch.Tensor, episodes: torch.Tensor) -> torch.Tensor:
-        """``actions [E, K, H, A]``, ``episodes [E]`` -> ``[E, K]``: every candidate rolled out in one batch."""
-        samples = actions.shape[1]
-        context = repeat(self.context[episodes], "e s n d -> (e k) s n d", k=samples)
-        past = repeat(self.past_actions[episodes], "e s a -> (e k) s a", k=samples)
-        conditions = torch.cat([past, rearrange(actions, "e k h a -> (e k) h a")], dim=1)  # [E·K, S0-1+H, A]
-        chunk = self.chunk or len(context)
-        final = torch.cat([self.model.rollout(context[i : i + chunk], conditions[i : i + chunk])[:, -1]
-                           for i in range(0, len(context), chunk)])
-        goal = repeat(self.goal[episodes], "e n d -> (e k) n d", k=samples)
-        return rearrange((final - goal).pow(2).sum(dim=(-2, -1)), "(e k) -> e k", k=samples)
-
-
 def world_model(config_path: str, seed: int) -> LatentActionWorldModel:
     """The config's model, action-conditioned, untrained, with its AdaLN-zero layers redrawn (see above)."""
     config = load_config(TrainConfig, config_path, ["model.condition=action", f"model.action_dim={ACTION_DIM}"])
@@ -103,7 +74,7 @@ def goal_cost(model: LatentActionWorldModel, episodes: int, seed: int, chunk: in
     context = torch.randn(episodes, CONTEXT_STEPS, tokens, dim, generator=generator)
     past_actions = torch.rand(episodes, CONTEXT_STEPS - 1, model.cond_dim, generator=generator) * 2 - 1
     goal = torch.randn(episodes, tokens, dim, generator=generator)
-    return GoalCost(model, context, past_actions, goal, chunk)
+    return GoalCost(ActionDynamics(model, None, ACTION_DIM), context, past_actions, goal, chunk=chunk)
 
 
 def compare(cost: GoalCost | QuadraticCost, config: PlannerConfig, episodes: int, repeats: int) -> dict[str, float]:

@@ -22,8 +22,8 @@ PACKAGE = ROOT / "lavid"
 RANK = {"core": 0, "data": 1, "models": 2, "training": 3, "metrics": 4, "control": 4}
 """Stage -> height in the data flow; a module may import its own stage or a lower one."""
 
-ENTRY_POINTS = {"lavid", "lavid.train"}
-"""Above the stages: the package root (version only) and the training driver."""
+ENTRY_POINTS = {"lavid", "lavid.train", "lavid.train_controller"}
+"""Above the stages: the package root (version only) and the two training drivers (world model, controller)."""
 
 
 def module_name(path: Path) -> str:

@@ -1,13 +1,23 @@
-"""Acting with a trained world model: planners over action sequences (the controller and offline RL to come).
+"""Acting with a trained world model: the controller, planners over action sequences, closed-loop control
+(offline RL to come).
 
 Takes in: a trained run (:func:`lavid.training.load_run`: the world model with its encoder, IDM and
 predictor) and, for goals, the data stage's goal images (:mod:`lavid.data.goals`).
 Gives out: actions or latent actions for an environment.
 
-Now: :func:`plan` searches action sequences with CEM or MPPI (:class:`PlannerConfig`) against any cost
-that follows :class:`CostFn`, for many episodes at once; :func:`warm_start` shifts a plan for
-model-predictive replanning. Meant next for the controller, the planners over latent actions and offline
-RL. Like ``lavid.metrics``, it sits on ``lavid.training`` and may import every stage below it (core, data,
+- :class:`Controller` (``controller.py``) maps a real action and the state it acts in to the latent action
+  of a latent world model; ``fit_controller.py`` fits it on a few labeled episodes
+  (``lavid/train_controller.py``).
+- :class:`ActionDynamics` (``dynamics.py``) imagines where actions lead through an action-conditioned
+  world model, or through a latent one and its controller.
+- :func:`plan` searches action sequences with CEM or MPPI (:class:`PlannerConfig`) against any cost
+  that follows :class:`CostFn`, for many episodes at once; :func:`warm_start` shifts a plan for
+  model-predictive replanning.
+- ``mpc.py`` runs agents (planning, random, replay) closed loop in the simulator; ``reaching.py`` makes
+  start states and goal images from stored episodes and scores how close each episode ends
+  (``evals/plan.py``).
+
+Like ``lavid.metrics``, it sits on ``lavid.training`` and may import every stage below it (core, data,
 models, training), but not ``lavid.metrics``: a controller must run without the analysis code, and the two
 stay siblings (``tests/test_layout.py`` checks it). A controller's evaluation lives here with it. The
 names below are imported on first use, so ``import lavid.control`` stays free of torch.
@@ -25,6 +35,12 @@ _EXPORTS = {
     "seeded_generators": "lavid.control.planner",
     "cem_update": "lavid.control.cem",
     "mppi_update": "lavid.control.mppi",
+    "Controller": "lavid.control.controller",
+    "ControllerConfig": "lavid.control.controller",
+    "ActionDynamics": "lavid.control.dynamics",
+    "PlanningAgent": "lavid.control.mpc",
+    "run_closed_loop": "lavid.control.mpc",
+    "load_goals": "lavid.control.reaching",
 }
 __all__ = sorted(_EXPORTS)
 

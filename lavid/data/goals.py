@@ -82,3 +82,60 @@ def goal_image(root: str | os.PathLike, episode: int, step: int, size: int | Non
     size = size or stored.frame.shape[-1]
     image, _ = render_state(stored.task, stored.physics, stored.target, size=size, camera=stored.camera)
     return image
+
+
+@dataclass
+class StoredEpisode:
+    """One whole stored episode of a trajectory dataset.
+
+    Attributes:
+        frames: ``[L, 3, H, W]`` uint8; actions: ``[L, A]`` float32 (step ``t``'s action follows frame ``t``);
+        physics: ``[L, P]`` float64; pinch, target: ``[L, 3]`` metres (Jaco) or ``None``;
+        task, camera, source: what it is (``source`` names the episode, as the train / held-out split does).
+    """
+
+    frames: np.ndarray
+    actions: np.ndarray
+    physics: np.ndarray
+    pinch: np.ndarray | None
+    target: np.ndarray | None
+    task: str
+    camera: int | str
+    source: str
+
+
+def episode_table(root: str | os.PathLike):
+    """The ``episodes`` table of a trajectory dataset (``ValueError`` for any other kind of dataset)."""
+    import datasets
+
+    root = Path(root)
+    meta = open_meta(root)
+    if meta.get("kind") != "trajectory":
+        raise ValueError(f"{root} holds {meta.get('kind')} clips, not simulator trajectories")
+    return datasets.load_from_disk(str(root / "episodes"))
+
+
+def read_episode(root: str | os.PathLike, episode: int, frames: bool = True) -> StoredEpisode:
+    """Episode ``episode`` (its row in the ``episodes`` table) of a dataset made by ``data_prep/dmc.py``."""
+    import datasets
+
+    episodes = episode_table(root)
+    if not 0 <= episode < len(episodes):
+        raise IndexError(f"episode {episode} out of range [0, {len(episodes)})")
+    row = episodes[episode]
+    steps = datasets.load_from_disk(str(Path(root) / "steps"))
+    wanted = ["action", "physics"] + [c for c in ("pinch", "target") if c in steps.column_names]
+    stored = read_rows(steps, int(row["first_row"]), int(row["num_steps"]), (["frame"] if frames else []) + wanted)
+    pinch = stored.get("pinch")
+    has_arm = pinch is not None and not np.isnan(pinch).any()
+    camera = row["camera"]
+    return StoredEpisode(
+        frames=stored["frame"] if frames else np.zeros((0, 3, 0, 0), np.uint8),
+        actions=stored["action"].astype(np.float32).reshape(int(row["num_steps"]), -1)[:, : int(row["action_dim"])],
+        physics=stored["physics"].astype(np.float64),
+        pinch=pinch if has_arm else None,
+        target=stored["target"] if has_arm else None,
+        task=row["task"],
+        camera=int(camera) if camera.lstrip("-").isdigit() else camera,
+        source=row["source"],
+    )

@@ -246,6 +246,15 @@ class SimEnv:
             return None
         return self.physics.bind(self._env.task._target).pos.astype(np.float32).copy()
 
+    def effector(self) -> np.ndarray:
+        """Where the body is, for goal-reaching metrics: Jaco's pinch site and reacher's fingertip as ``[3]``
+        metres; for any other task the joint positions ``qpos`` (a pose, in the joints' own units)."""
+        if self.is_robot:
+            return self.pinch()
+        if self.task.startswith("reacher-"):
+            return self.physics.named.data.geom_xpos["finger"].astype(np.float32).copy()
+        return self.physics.data.qpos.astype(np.float32).copy()
+
     def observe(self) -> StepRecord:
         return StepRecord(self.render(), self.proprio(), self.physics.get_state().copy(), self.pinch(), self.target())
 

@@ -1,0 +1,92 @@
+"""A trained world model as dynamics over real actions: encode frames, then imagine where actions lead.
+
+For an action-conditioned run (``model.condition=action``) the actions are the predictor's condition
+directly. For a latent-action run the controller turns each action into the latent z it stands for, in
+the state it is taken in: inside an imagined rollout that state is the model's own prediction. The
+transitions already observed are conditioned as in training: on the IDM's latents of the real frames
+(latent run) or on the executed actions (action run).
+
+Shapes: ``B`` rollouts, ``S`` observed steps, ``H`` imagined steps, ``N`` tokens of ``D`` channels a step,
+``A`` action entries, ``C`` condition entries.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lavid.control.controller import Controller
+from lavid.data.actions import pad_actions
+from lavid.models.world_model import LatentActionWorldModel
+
+
+def last_two(states: torch.Tensor) -> torch.Tensor:
+    """``[B, S, N, D]`` -> ``[B, 2, N, D]``: the last two steps (the last one twice when ``S = 1``)."""
+    return states[:, -2:] if states.shape[1] >= 2 else states[:, -1:].expand(-1, 2, -1, -1)
+
+
+def pairs(states: torch.Tensor) -> torch.Tensor:
+    """``[B, S, N, D]`` -> ``[B, S, 2, N, D]``: each step with the one before it (the first with itself)."""
+    previous = torch.cat([states[:, :1], states[:, :-1]], dim=1)
+    return torch.stack([previous, states], dim=2)
+
+
+class ActionDynamics:
+    """Args:
+        model: a trained world model in eval mode.
+        controller: for a latent-action model, the controller into its latent space; ``None`` for an
+            action-conditioned model.
+        action_dim: the entries of a real action the task has (``<=`` the model's or controller's).
+    """
+
+    def __init__(self, model: LatentActionWorldModel, controller: Controller | None, action_dim: int) -> None:
+        if model.config.encoder.tubelet != 1 or model.frame_stride != 1:
+            raise ValueError("planning needs a model with one frame a step (model.encoder.tubelet=1, "
+                             "data.frame_stride=1)")
+        if model.action_conditioned:
+            if controller is not None:
+                raise ValueError("an action-conditioned world model takes real actions: no controller")
+            limit, what = model.config.action_dim, "the action-conditioned world model was trained on"
+        else:
+            if controller is None:
+                raise ValueError("a latent-action world model needs a controller to plan with real actions")
+            if controller.latent_dim != model.cond_dim:
+                raise ValueError(f"the controller gives {controller.latent_dim}-d latents, the world model takes "
+                                 f"{model.cond_dim}")
+            limit, what = controller.action_dim, "the controller was trained on"
+        if action_dim > limit:
+            raise ValueError(f"the task's actions have {action_dim} entries, {what} {limit}: a world model of "
+                             "another embodiment?")
+        self.model, self.controller, self.action_dim = model, controller, action_dim
+        self.max_steps = model.predictor.config.max_steps
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames ``[B, S, 3, H, W]`` -> states ``[B, S, N, D]``."""
+        return self.model.encode(frames)
+
+    @torch.no_grad()
+    def observed_conditions(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The conditions of observed transitions: states ``[B, S, N, D]``, executed actions
+        ``[B, S-1, A]`` -> ``[B, S-1, C]`` (the IDM's latents, or the padded actions)."""
+        if self.model.action_conditioned:
+            return pad_actions(actions.to(states.dtype), self.model.config.action_dim)
+        latents, _, _ = self.model.infer_latents(states)
+        return latents
+
+    @torch.no_grad()
+    def imagine(self, context: torch.Tensor, past: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Roll out ``H`` steps: ``context [B, S, N, D]``, ``past [B, S-1, C]``, ``actions [B, H, A]`` ->
+        predicted states ``[B, H, N, D]``."""
+        if self.model.action_conditioned:
+            future = pad_actions(actions.to(context.dtype), self.model.config.action_dim)
+            return self.model.rollout(context, torch.cat([past, future], dim=1))
+        states, conditions, predictions = context, past, []
+        for h in range(actions.shape[1]):
+            latent = self.controller(actions[:, h], last_two(states))[:, None]
+            conditions = torch.cat([conditions, latent], dim=1)
+            steps = states.shape[1]
+            window = max(0, steps - self.max_steps)
+            following = self.model.predict(states[:, window:], conditions[:, window:])[:, -1:]
+            predictions.append(following)
+            states = torch.cat([states, following], dim=1)
+        return torch.cat(predictions, dim=1)

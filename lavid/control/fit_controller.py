@@ -1,0 +1,257 @@
+"""Fit the controller c(a_t, s_t) -> z_t of a trained latent-action world model on a few labeled episodes.
+
+The world model and its IDM learned from every training clip without actions. The controller is the
+only part that sees actions, and only those of ``labeled_fraction`` of the training episodes (chosen by
+seed); its targets are the frozen IDM's latents of the same transitions, in eval mode (the noisy
+family's mean). Held-out episodes then say how well controller latents stand in for the IDM's:
+
+- ``latent_r2``: R² of the controller's z against the IDM's z;
+- one-step prediction error with the controller's z ÷ with the IDM's z, and ÷ copying the last state;
+- the same for an open-loop rollout over a clip (the controller sees the model's own predictions), the
+  reference paper's ratio (×1.00–×1.5 there);
+- ``action_gain``: rollout error with actions rolled across the batch ÷ with the right ones (> 1 means
+  the controller's latents depend on the action).
+
+Writes ``controller.safetensors``, ``controller.yaml`` (its config and the run it belongs to) and
+``metrics.json`` into ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lavid.control.controller import Controller, ControllerConfig
+from lavid.control.dynamics import ActionDynamics, pairs
+from lavid.core.config import check, from_dict, load_yaml, to_dict
+from lavid.data.clips import split_by_episode
+from lavid.data.data_config import DataConfig
+from lavid.data.goals import episode_table, read_episode
+from lavid.training.runs import LoadedRun, load_run
+
+log = logging.getLogger(__name__)
+WEIGHTS, CONFIG = "controller.safetensors", "controller.yaml"
+
+
+@dataclass
+class ControllerTrainConfig:
+    """Attributes:
+        run: the trained latent-action world model (an ``out_dir`` of ``lavid/train.py``).
+        data: the trajectory data whose labeled episodes train the controller ("" = the run's own data);
+            the run's train / held-out split is used.
+        out_dir: where the controller goes.
+        labeled_fraction: share of the training episodes whose actions the controller may use, in (0, 1].
+        steps, batch_size, lr, weight_decay: AdamW on L2 to the IDM's latents.
+        eval_frames: length of the held-out windows for the rollout comparison.
+    """
+
+    run: str = ""
+    data: str = ""
+    out_dir: str = "runs/controller"
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    labeled_fraction: float = 0.1
+    steps: int = 1500
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    eval_frames: int = 8
+    seed: int = 0
+    progress: bool = True
+
+    def validate(self, prefix: str = "") -> None:
+        check(bool(self.run), "run", "name the latent-action run to control (run=RUN_DIR)")
+        check(0 < self.labeled_fraction <= 1, "labeled_fraction", f"must be in (0, 1], got {self.labeled_fraction}")
+        check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(self.eval_frames >= 2, "eval_frames", f"must be >= 2, got {self.eval_frames}")
+
+
+@dataclass
+class Transitions:
+    """Labeled transitions: ``actions [M, A]``, ``states [M, 2, N, D]`` (s_t−1, s_t), ``latents [M, C]`` (the IDM's z_t)."""
+
+    actions: torch.Tensor
+    states: torch.Tensor
+    latents: torch.Tensor
+
+
+def split_episodes(data: str, holdout_fraction: float) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """``(train, held out)`` episodes ``(dataset, row)`` of every trajectory source in ``data``, split as in
+    training (:func:`lavid.data.clips.split_by_episode` over episode identities)."""
+    train, heldout = [], []
+    for path, _ in DataConfig(data=data).sources():
+        sources = list(episode_table(path)["source"])
+        train_rows, held_rows = split_by_episode(sources, holdout_fraction)
+        train += [(path, row) for row in train_rows]
+        heldout += [(path, row) for row in held_rows]
+    return train, heldout
+
+
+def count_transitions(episodes: list[tuple[str, int]]) -> int:
+    """Distinct transitions of ``episodes`` (an episode of L steps has L − 1)."""
+    steps = {path: episode_table(path)["num_steps"] for path in {p for p, _ in episodes}}
+    return sum(int(steps[path][row]) - 1 for path, row in episodes)
+
+
+def choose_labeled(episodes: list[tuple[str, int]], fraction: float, seed: int) -> list[tuple[str, int]]:
+    """``floor(fraction · len)`` of ``episodes`` (at least one, so never more than the fraction asked for
+    unless it is less than one episode), drawn with ``seed``."""
+    count = max(1, math.floor(fraction * len(episodes) + 1e-9))
+    order = torch.randperm(len(episodes), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [episodes[i] for i in sorted(order[:count])]
+
+
+@torch.no_grad()
+def episode_states(run: LoadedRun, frames, device: torch.device, chunk: int = 256) -> torch.Tensor:
+    """uint8 ``[L, 3, H, W]`` -> the run's states ``[L, N, D]`` (frames encoded one at a time: tubelet 1)."""
+    frames = torch.from_numpy(np.array(frames))  # a writable copy of the stored frames
+    out = [run.model.encode(frames[i:i + chunk, None].to(device))[:, 0] for i in range(0, len(frames), chunk)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def collect_transitions(run: LoadedRun, episodes: list[tuple[str, int]], device: torch.device) -> tuple[Transitions, int]:
+    """Every transition of ``episodes`` with the IDM's latent; returns them and the model's action size."""
+    actions, states, latents = [], [], []
+    for path, row in episodes:
+        episode = read_episode(path, row)
+        encoded = episode_states(run, episode.frames, device)
+        latent, _, _ = run.model.infer_latents(encoded[None])
+        actions.append(torch.as_tensor(episode.actions[:-1]))
+        states.append(pairs(encoded[None])[0, :-1])
+        latents.append(latent[0])
+    width = max(a.shape[-1] for a in actions)
+    padded = [torch.nn.functional.pad(a, (0, width - a.shape[-1])) for a in actions]
+    return Transitions(torch.cat(padded).to(device), torch.cat(states), torch.cat(latents)), width
+
+
+def fit(controller: Controller, data: Transitions, config: ControllerTrainConfig) -> list[float]:
+    """AdamW on ``|c(a, s) − z|²`` over shuffled mini-batches; returns the loss every 50 steps."""
+    from tqdm.auto import tqdm
+
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(controller.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+    losses, count = [], data.actions.shape[0]
+    controller.train()
+    for step in tqdm(range(config.steps), desc="controller", disable=not config.progress):
+        index = torch.randint(count, (min(config.batch_size, count),), generator=generator).to(data.actions.device)
+        loss = (controller(data.actions[index], data.states[index]) - data.latents[index]).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 50 == 0 or step == config.steps - 1:
+            losses.append(loss.item())
+    controller.eval()
+    return losses
+
+
+@torch.no_grad()
+def evaluate(run: LoadedRun, controller: Controller, episodes: list[tuple[str, int]], frames: int,
+             device: torch.device) -> dict[str, float]:
+    """Held-out comparison of controller latents with the IDM's (see the module docstring)."""
+
+    windows, window_actions = [], []
+    for path, row in episodes:
+        episode = read_episode(path, row)
+        encoded = episode_states(run, episode.frames, device)
+        actions = torch.as_tensor(episode.actions).to(device)
+        for start in range(0, len(encoded) - frames + 1, frames):
+            windows.append(encoded[start:start + frames])
+            window_actions.append(actions[start:start + frames - 1])
+    if not windows:
+        raise ValueError(f"no held-out episode has {frames} steps")
+    width = controller.action_dim
+    states = torch.stack(windows)  # [W, T, N, D]
+    actions = torch.stack([torch.nn.functional.pad(a, (0, width - a.shape[-1])) for a in window_actions])
+    model = run.model
+    idm_latents, _, _ = model.infer_latents(states)  # [W, T-1, C]
+    flat_actions, flat_states = actions.flatten(0, 1), pairs(states)[:, :-1].flatten(0, 1)
+    ctrl_latents = controller(flat_actions, flat_states).view_as(idm_latents)
+    residual = (ctrl_latents - idm_latents).pow(2).sum()
+    total = (idm_latents - idm_latents.flatten(0, 1).mean(0)).pow(2).sum()
+    target = states[:, 1:]
+
+    def error(prediction: torch.Tensor) -> float:
+        return float((prediction - target).pow(2).mean())
+
+    one_step_idm = error(model.predict(states[:, :-1], idm_latents))
+    one_step_ctrl = error(model.predict(states[:, :-1], ctrl_latents))
+    copy = error(states[:, :-1])
+    copy_first = error(states[:, :1].expand_as(target))  # nothing moves from the first state on
+    dynamics = ActionDynamics(model, controller, width)
+    context, none = states[:, :1], idm_latents[:, :0]
+    rollout_idm = error(model.rollout(context, idm_latents))
+    rollout_ctrl = error(dynamics.imagine(context, none, actions))
+    rollout_rolled = error(dynamics.imagine(context, none, actions.roll(1, dims=0)))
+    return {
+        "latent_r2": float(1 - residual / total.clamp_min(1e-12)),
+        "one_step_idm": one_step_idm, "one_step_controller": one_step_ctrl, "copy": copy,
+        "one_step_ratio": one_step_ctrl / one_step_idm,
+        "rollout_idm": rollout_idm, "rollout_controller": rollout_ctrl,
+        "rollout_ratio": rollout_ctrl / rollout_idm, "rollout_copy": copy_first,
+        "rollout_vs_copy": rollout_ctrl / copy_first, "rollout_idm_vs_copy": rollout_idm / copy_first,
+        "action_gain": rollout_rolled / rollout_ctrl,
+        "windows": float(states.shape[0]),
+    }
+
+
+def train_controller(config: ControllerTrainConfig, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Fit and evaluate a controller for ``config.run``; returns the summary also written to ``metrics.json``."""
+    from safetensors.torch import save_file
+
+    config.validate()
+    torch.manual_seed(config.seed)
+    device = torch.device(device)
+    run = load_run(config.run, device)
+    if run.model.action_conditioned:
+        raise ValueError(f"{config.run} is conditioned on true actions (model.condition=action): it needs no controller")
+    if run.model.config.encoder.tubelet != 1 or run.config.data.frame_stride != 1:
+        raise ValueError("the controller needs a run with one frame a step (tubelet 1, frame stride 1)")
+    data = config.data or run.config.data.data
+    train_episodes, held_episodes = split_episodes(data, run.config.data.holdout_fraction)
+    labeled = choose_labeled(train_episodes, config.labeled_fraction, config.seed)
+    log.info("controller: %d of %d training episodes labeled", len(labeled), len(train_episodes))
+    transitions, action_dim = collect_transitions(run, labeled, device)
+    all_transitions = count_transitions(train_episodes)
+    controller = Controller(config.controller, action_dim, run.model.encoder.dim, run.model.encoder.num_tokens,
+                            run.model.cond_dim).to(device)
+    losses = fit(controller, transitions, config)
+    metrics = evaluate(run, controller, held_episodes, config.eval_frames, device)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(controller.state_dict(), str(out / WEIGHTS))
+    record = {"run": str(Path(config.run).resolve()), "action_dim": action_dim, "controller": to_dict(config.controller),
+              "labeled_fraction": config.labeled_fraction}
+    (out / CONFIG).write_text(json.dumps(record, indent=2))  # JSON is YAML
+    summary = {**metrics, "labeled_episodes": len(labeled), "labeled_transitions": int(transitions.actions.shape[0]),
+               "training_transitions": all_transitions, "final_loss": losses[-1], "losses": losses,
+               "out_dir": str(out)}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def load_controller(path: str | Path, device: str | torch.device = "cpu") -> tuple[Controller, str]:
+    """A controller saved by :func:`train_controller` and the run folder it belongs to."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / CONFIG).exists() or not (path / WEIGHTS).exists():
+        raise FileNotFoundError(f"{path} holds no controller ({CONFIG} and {WEIGHTS}); train one with "
+                                "lavid/train_controller.py")
+    record = load_yaml(path / CONFIG)
+    run = load_run(record["run"], "cpu")
+    controller = Controller(from_dict(ControllerConfig, record["controller"], "controller"), int(record["action_dim"]),
+                            run.model.encoder.dim, run.model.encoder.num_tokens, run.model.cond_dim)
+    controller.load_state_dict(load_file(str(path / WEIGHTS)))
+    return controller.to(device).eval(), record["run"]

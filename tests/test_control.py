@@ -1,0 +1,232 @@
+"""The controller, world-model dynamics over real actions, closed-loop control in the simulator, and the
+controller's training entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lavid.control.controller import Controller, ControllerConfig
+from lavid.control.dynamics import ActionDynamics, pairs
+from lavid.control.fit_controller import ControllerTrainConfig, Transitions, fit
+from lavid.control.mpc import GoalCost, RandomAgent, ReplayAgent, run_closed_loop
+from lavid.control.planner import PlannerConfig, plan, seeded_generators, warm_start
+from lavid.core.config import ConfigError
+from lavid.models.world_model import LatentActionWorldModel, ModelConfig
+from test_train import ROOT, TINY, run
+
+
+def tiny_config(**changes) -> ModelConfig:
+    config = ModelConfig()
+    config.encoder.arch, config.encoder.img_size, config.encoder.embed_dim, config.encoder.mode = "conv", 32, 16, "e2e"
+    config.idm.dim, config.idm.depth, config.predictor.dim, config.predictor.depth = 16, 1, 16, 1
+    config.latent.dim = 8
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+@pytest.mark.parametrize("variant", ["mlp", "attention"])
+def test_the_controller_learns_a_linear_map_from_actions_to_latents(variant):
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.randn(3, 5, generator=generator)
+    actions = torch.rand(600, 3, generator=generator) * 2 - 1
+    states = torch.randn(600, 2, 1, 4, generator=generator)
+    data = Transitions(actions[:500], states[:500], actions[:500] @ weights)
+    controller = Controller(ControllerConfig(variant=variant, dim=32, depth=1, num_heads=2), 3, 4, 1, 5)
+    with torch.no_grad():
+        before = (controller(actions[500:], states[500:]) - actions[500:] @ weights).pow(2).mean()
+    fit(controller, data, ControllerTrainConfig(run="x", steps=400, batch_size=64, lr=3e-3, progress=False))
+    with torch.no_grad():
+        after = (controller(actions[500:], states[500:]) - actions[500:] @ weights).pow(2).mean()
+    variance = (actions[500:] @ weights).var()
+    assert after < 0.05 * variance < before
+
+
+def test_the_attention_controller_uses_the_state_it_acts_in():
+    """A latent that depends on the state (z = a · sign(s)) is out of reach for the actions-only variant."""
+    generator = torch.Generator().manual_seed(1)
+    actions = torch.rand(800, 1, generator=generator) * 2 - 1
+    states = torch.randn(800, 2, 1, 2, generator=generator)
+    latents = actions * torch.sign(states[:, 1, 0, :1])
+    data = Transitions(actions[:700], states[:700], latents[:700])
+    errors = {}
+    for variant in ("mlp", "attention"):
+        torch.manual_seed(0)
+        controller = Controller(ControllerConfig(variant=variant, dim=32, depth=1, num_heads=2), 1, 2, 1, 1)
+        fit(controller, data, ControllerTrainConfig(run="x", steps=600, batch_size=128, lr=3e-3, progress=False))
+        with torch.no_grad():
+            errors[variant] = float((controller(actions[700:], states[700:]) - latents[700:]).pow(2).mean())
+    assert errors["attention"] < 0.3 * errors["mlp"]
+
+
+def test_pairs_put_each_step_beside_the_one_before():
+    states = torch.arange(3.0).view(1, 3, 1, 1)
+    paired = pairs(states)
+    assert paired.shape == (1, 3, 2, 1, 1)
+    assert paired[0, :, :, 0, 0].tolist() == [[0, 0], [0, 1], [1, 2]]
+
+
+def test_dynamics_reject_a_mismatched_action_size_and_a_missing_controller():
+    action_model = LatentActionWorldModel(tiny_config(condition="action", action_dim=2)).eval()
+    with pytest.raises(ValueError, match="another embodiment"):
+        ActionDynamics(action_model, None, action_dim=3)
+    latent_model = LatentActionWorldModel(tiny_config()).eval()
+    with pytest.raises(ValueError, match="needs a controller"):
+        ActionDynamics(latent_model, None, action_dim=2)
+    controller = Controller(ControllerConfig(dim=16, depth=1, num_heads=2), 2, 16, 1, latent_model.cond_dim)
+    with pytest.raises(ValueError, match="another embodiment"):
+        ActionDynamics(latent_model, controller, action_dim=4)
+
+
+def test_the_goal_cost_of_a_batch_equals_the_cost_of_each_episode_alone():
+    torch.manual_seed(0)
+    model = LatentActionWorldModel(tiny_config()).eval()
+    controller = Controller(ControllerConfig(dim=16, depth=1, num_heads=2), 2, 16, 1, model.cond_dim).eval()
+    dynamics = ActionDynamics(model, controller, 2)
+    frames = torch.randint(0, 255, (3, 3, 3, 32, 32), dtype=torch.uint8)
+    states = dynamics.encode(frames)
+    past = dynamics.observed_conditions(states, torch.rand(3, 2, 2))
+    goals = dynamics.encode(torch.randint(0, 255, (3, 1, 3, 32, 32), dtype=torch.uint8))[:, 0]
+    cost = GoalCost(dynamics, states, past, goals)
+    actions = torch.rand(3, 5, 4, 2) * 2 - 1
+    together = cost(actions, torch.arange(3))
+    alone = torch.cat([cost(actions[e:e + 1], torch.tensor([e])) for e in range(3)])
+    assert together.shape == (3, 5)
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+    assert together.std() > 0  # the candidates differ, and so do their costs
+
+
+class PointMass:
+    """A toy simulator with SimEnv's interface: a point in the plane moved by its action."""
+
+    action_dim = 2
+    action_low = np.full(2, -1.0, np.float32)
+    action_high = np.full(2, 1.0, np.float32)
+
+    def __init__(self, start):
+        self.position = np.asarray(start, np.float32)
+
+    def step(self, action):
+        self.position = self.position + 0.25 * np.clip(action, -1, 1)
+        return 0.0, False
+
+    def render(self):
+        return np.zeros((3, 4, 4), np.uint8)
+
+    def effector(self):
+        return self.position.copy()
+
+
+class PerfectModelAgent:
+    """MPC with the toy's own dynamics as the model: CEM through ``position + 0.25 · Σ actions``, costing the
+    distance at every planned step (with the last step's alone, any detour that ends at the goal ties)."""
+
+    def __init__(self, envs, goals):
+        self.envs, self.goals = envs, torch.as_tensor(goals)
+        self.config = PlannerConfig(samples=64, elites=8, iterations=4, horizon=3)
+        self.generators = seeded_generators(range(len(envs)))
+        self.low, self.high = torch.full((2,), -1.0), torch.full((2,), 1.0)
+        self.mean = None
+
+    def act(self, frames, actions):
+        start = torch.as_tensor(np.stack([env.position for env in self.envs]))
+
+        def cost(candidates, episodes):
+            path = start[episodes][:, None, None] + 0.25 * candidates.cumsum(dim=2)  # [E, K, H, 2]
+            return (path - self.goals[episodes][:, None, None]).norm(dim=-1).sum(dim=-1)
+
+        result = plan(cost, self.low, self.high, self.config, self.generators, mean=self.mean)
+        self.mean = warm_start(result.mean, self.low, self.high)
+        return result.actions[:, 0].numpy()
+
+
+def test_closed_loop_planning_with_a_perfect_model_reaches_the_goal():
+    starts = np.array([[0.0, 0.0], [1.0, -1.0], [-0.5, 0.5]], np.float32)
+    goals = np.array([[1.0, 1.0], [0.0, 0.0], [-1.5, -0.5]], np.float32)
+    envs = [PointMass(s) for s in starts]
+    episodes = run_closed_loop(envs, PerfectModelAgent(envs, goals), steps=12, progress=False)
+    assert episodes.frames.shape == (3, 13, 3, 4, 4) and episodes.actions.shape == (3, 12, 2)
+    final = np.linalg.norm(episodes.effector[:, -1] - goals, axis=-1)
+    assert (final < 0.1).all(), final  # from 1.4 away
+    random = [PointMass(s) for s in starts]
+    wandering = run_closed_loop(random, RandomAgent(PointMass.action_low, PointMass.action_high, 0), 12, progress=False)
+    assert np.linalg.norm(wandering.effector[:, -1] - goals, axis=-1).mean() > 0.3
+
+
+@pytest.fixture(scope="module")
+def reacher_goals(tmp_path_factory):
+    """Two smooth reacher-easy episodes of 7 stored steps at 32 px, recorded by data_prep/dmc.py."""
+    out = tmp_path_factory.mktemp("goals") / "reacher"
+    subprocess.run([sys.executable, str(ROOT / "data_prep" / "dmc.py"), "--task", "reacher-easy", "--episodes", "2",
+                    "--episode-len", "7", "--clip-len", "4", "--size", "32", "--action-repeat", "4", "--workers", "0",
+                    "--seed", "5", "--out", str(out), "--no-progress"], check=True, capture_output=True, timeout=300)
+    return out
+
+
+def test_replaying_the_stored_actions_reaches_the_stored_goal_exactly(reacher_goals):
+    from lavid.control.reaching import load_goals, reaching_metrics, start_envs
+
+    goals = load_goals(reacher_goals, "reacher-easy", episodes=2, goal_step=6)
+    assert goals.oracle_actions.shape == (2, 6, 2) and goals.goal_frames.shape == (2, 3, 32, 32)
+    envs = start_envs(goals, action_repeat=4)
+    episodes = run_closed_loop(envs, ReplayAgent(goals.oracle_actions), steps=6, progress=False)
+    # the restored start shows what was recorded, the target included (placed by the episode's task seed)
+    np.testing.assert_array_equal(episodes.frames[:, 0], goals.start_frames)
+    np.testing.assert_array_equal(episodes.frames[:, -1], goals.goal_frames)
+    metrics = reaching_metrics(episodes.effector, goals, threshold=0.02)
+    assert metrics["final_distance_mean"] < 1e-6 and metrics["success_rate"] == 1.0
+    assert metrics["start_distance_mean"] > 0.01  # the goal was somewhere else
+
+
+def test_goals_from_another_task_are_an_error(sim_data):
+    from lavid.control.reaching import load_goals
+
+    with pytest.raises(ValueError, match="not only reacher-easy"):
+        load_goals(sim_data, "reacher-easy", episodes=1, goal_step=2)
+    with pytest.raises(ValueError, match="fewer than goal_step"):
+        load_goals(sim_data, "cartpole-swingup", episodes=1, goal_step=40)
+
+
+@pytest.fixture(scope="module")
+def latent_run(sim_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ctrlrun") / "run"
+    run(*TINY, f"data={sim_data}", f"out_dir={out}", "steps=3", "eval_every=0", "model.latent.family=noisy",
+        "probe_episodes=0", "data.holdout_fraction=0.3")
+    return out
+
+
+def test_train_controller_fits_saves_and_reloads_with_a_few_labels(latent_run, tmp_path):
+    from lavid.control.fit_controller import load_controller, train_controller
+
+    out = tmp_path / "controller"
+    summary = train_controller(ControllerTrainConfig(run=str(latent_run), out_dir=str(out), labeled_fraction=0.25,
+                                                     steps=20, batch_size=16, eval_frames=4, progress=False,
+                                                     controller=ControllerConfig(dim=16, depth=1, num_heads=2)))
+    # 6 cartpole episodes of 16 steps, 4 held out at 0.3 ... at least one labeled, never all
+    assert summary["labeled_transitions"] == 15 * summary["labeled_episodes"]
+    assert summary["labeled_transitions"] < summary["training_transitions"]
+    assert summary["losses"][-1] < summary["losses"][0]
+    for key in ("latent_r2", "rollout_ratio", "action_gain", "one_step_ratio"):
+        assert np.isfinite(summary[key])
+    controller, run_dir = load_controller(out)
+    assert controller.action_dim == 1 and run_dir == str(latent_run.resolve())
+
+
+def test_the_controller_cli_names_bad_values_and_missing_runs(tmp_path):
+    script = ROOT / "lavid" / "train_controller.py"
+    bad = subprocess.run([sys.executable, str(script), "run=somewhere", "labeled_fraction=0"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "labeled_fraction" in bad.stderr and "Traceback" not in bad.stderr
+    missing = subprocess.run([sys.executable, str(script), f"run={tmp_path / 'none'}"], capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_controller_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="controller.num_heads"):
+        Controller(ControllerConfig(dim=10, num_heads=3), 2, 4, 1, 3)
