@@ -195,7 +195,8 @@ def evaluate(run: LoadedRun, controller: Controller, episodes: list[tuple[str, i
     rollout_ctrl = error(dynamics.imagine(context, none, actions))
     rollout_rolled = error(dynamics.imagine(context, none, actions.roll(1, dims=0)))
     return {
-        "latent_r2": float(1 - residual / total.clamp_min(1e-12)),
+        # nan when the IDM's latents do not vary (a family that ignores its latent): nothing to explain
+        "latent_r2": float(1 - residual / total) if total > 1e-8 * idm_latents.numel() else float("nan"),
         "one_step_idm": one_step_idm, "one_step_controller": one_step_ctrl, "copy": copy,
         "one_step_ratio": one_step_ctrl / one_step_idm,
         "rollout_idm": rollout_idm, "rollout_controller": rollout_ctrl,
