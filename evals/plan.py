@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.control.reaching import load_goals, reaching_metrics, start_envs
     from lavid.core.config import ConfigError
     from lavid.core.threads import usable_cores
-    from lavid.data.sim import ensure_renderer
+    from lavid.data.sim import SimEnv, ensure_renderer
     from lavid.training.runs import RunError, load_run
 
     torch.set_num_threads(usable_cores())
@@ -199,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.action_run:
             train_run(action_run, data, args.train_steps, ["model.condition=action"], args.seed)
 
-        methods = []  # (name, labeled transitions, agent factory)
-        env = start_envs(goals, repeat)[0]
+        methods = []  # (name, labeled transitions, the dynamics to plan with, or "random" / "oracle")
+        env = SimEnv(goals.task, seed=0, size=8, camera=goals.camera)  # for the action bounds only
         low, high, action_dim = env.action_low, env.action_high, env.action_dim
         env.close()
         goal_frames = torch.from_numpy(goals.goal_frames)
@@ -241,9 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                              every_step=args.every_step)
 
     rows = []
-    table = [(name, labels, dyn) for name, labels, dyn in methods]
-    table += [("random actions", 0, "random"), ("oracle: replay the stored actions", 0, "oracle")]
-    for name, labels, entry in table:
+    methods += [("random actions", 0, "random"), ("oracle: replay the stored actions", 0, "oracle")]
+    for name, labels, entry in methods:
         start = time.time()
         envs = start_envs(goals, repeat)
         episodes = run_closed_loop(envs, agent_for(entry), steps, progress=progress, desc=name)

@@ -230,3 +230,34 @@ def test_the_controller_cli_names_bad_values_and_missing_runs(tmp_path):
 def test_controller_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="controller.num_heads"):
         Controller(ControllerConfig(dim=10, num_heads=3), 2, 4, 1, 3)
+
+
+def test_evals_plan_compares_every_method_and_writes_its_results(sim_data, latent_run, tmp_path):
+    """evals/plan.py end to end on tiny trained runs: goal episodes recorded at the data's size, the
+    controller fit, every method run from the same starts, the result files written; bad input is one line."""
+    import csv
+    import json
+
+    action_run = tmp_path / "action"
+    run(*TINY, f"data={sim_data}", f"out_dir={action_run}", "steps=2", "eval_every=0", "model.condition=action",
+        "probe_episodes=0", "data.holdout_fraction=0.3")
+    script, out = ROOT / "evals" / "plan.py", tmp_path / "plan"
+    common = ["--train-data", str(sim_data), "--latent-runs", str(latent_run), "--action-run", str(action_run),
+              "--episodes", "2", "--goal-steps", "3", "--samples", "8", "--elites", "2", "--iterations", "2",
+              "--controller-steps", "5", "--no-progress"]
+    done = subprocess.run([sys.executable, str(script), "--task", "cartpole-swingup", "--out", str(out), *common],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["method"] for r in rows] == ["latent noisy β 0.001 + controller", "action-conditioned world model",
+                                           "random actions", "oracle: replay the stored actions"]
+    oracle = rows[-1]
+    assert float(oracle["final_distance_mean"]) < 1e-6 and float(oracle["start_distance_mean"]) > 0
+    assert int(rows[0]["labeled_transitions"]) < int(rows[1]["labeled_transitions"])
+    assert json.loads((out / "results.json").read_text())["rows"][2]["method"] == "random actions"
+    assert "| oracle: replay the stored actions |" in (out / "results.md").read_text()
+    assert len(list(out.glob("*.gif"))) == 4
+    wrong = subprocess.run([sys.executable, str(script), "--task", "reacher-easy", "--out", str(tmp_path / "w"),
+                            *common], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "no reacher-easy trajectories" in wrong.stderr
+    assert "Traceback" not in wrong.stderr

@@ -19,11 +19,6 @@ from lavid.data.actions import pad_actions
 from lavid.models.world_model import LatentActionWorldModel
 
 
-def last_two(states: torch.Tensor) -> torch.Tensor:
-    """``[B, S, N, D]`` -> ``[B, 2, N, D]``: the last two steps (the last one twice when ``S = 1``)."""
-    return states[:, -2:] if states.shape[1] >= 2 else states[:, -1:].expand(-1, 2, -1, -1)
-
-
 def pairs(states: torch.Tensor) -> torch.Tensor:
     """``[B, S, N, D]`` -> ``[B, S, 2, N, D]``: each step with the one before it (the first with itself)."""
     previous = torch.cat([states[:, :1], states[:, :-1]], dim=1)
@@ -82,7 +77,7 @@ class ActionDynamics:
             return self.model.rollout(context, torch.cat([past, future], dim=1))
         states, conditions, predictions = context, past, []
         for h in range(actions.shape[1]):
-            latent = self.controller(actions[:, h], last_two(states))[:, None]
+            latent = self.controller(actions[:, h], pairs(states[:, -2:])[:, -1])[:, None]
             conditions = torch.cat([conditions, latent], dim=1)
             steps = states.shape[1]
             window = max(0, steps - self.max_steps)

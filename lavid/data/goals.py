@@ -36,29 +36,34 @@ def load_step(root: str | os.PathLike, episode: int, step: int) -> StoredStep:
     import datasets
 
     root = Path(root)
-    meta = open_meta(root)
-    if meta.get("kind") != "trajectory":
-        raise ValueError(f"{root} holds {meta.get('kind')} clips, not simulator trajectories")
-    episodes = datasets.load_from_disk(str(root / "episodes"))
-    if not 0 <= episode < len(episodes):
-        raise IndexError(f"episode {episode} out of range [0, {len(episodes)})")
-    row = episodes[episode]
+    row = _episode_row(root, episode)
     if not 0 <= step < row["num_steps"]:
         raise IndexError(f"step {step} out of range [0, {row['num_steps']}) for episode {episode}")
     steps = datasets.load_from_disk(str(root / "steps"))
     columns = [c for c in ("frame", "physics", "pinch", "target") if c in steps.column_names]
     stored = {k: v[0] for k, v in read_rows(steps, int(row["first_row"]) + step, 1, columns).items()}
-    pinch = stored.get("pinch")
-    has_arm = pinch is not None and not np.isnan(pinch).any()
-    camera = row["camera"]
+    pinch, target = _arm(stored)
     return StoredStep(
         frame=stored["frame"],
         physics=stored["physics"].astype(np.float64),
-        pinch=pinch if has_arm else None,
-        target=stored["target"] if has_arm else None,
+        pinch=pinch,
+        target=target,
         task=row["task"],
-        camera=int(camera) if camera.lstrip("-").isdigit() else camera,
+        camera=_camera(row),
     )
+
+
+def _arm(stored: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The stored ``pinch`` and ``target`` columns, or ``None`` for a body without an arm (stored as NaN)."""
+    pinch = stored.get("pinch")
+    has_arm = pinch is not None and not np.isnan(pinch).any()
+    return (pinch, stored["target"]) if has_arm else (None, None)
+
+
+def _camera(row: dict) -> int | str:
+    """An episode row's camera: an index or a name, as :class:`lavid.data.sim.SimEnv` takes it."""
+    camera = row["camera"]
+    return int(camera) if camera.lstrip("-").isdigit() else camera
 
 
 def render_state(task: str, physics: np.ndarray, target: np.ndarray | None = None, size: int = 64,
@@ -115,27 +120,29 @@ def episode_table(root: str | os.PathLike):
     return datasets.load_from_disk(str(root / "episodes"))
 
 
+def _episode_row(root: str | os.PathLike, episode: int) -> dict:
+    episodes = episode_table(root)
+    if not 0 <= episode < len(episodes):
+        raise IndexError(f"episode {episode} out of range [0, {len(episodes)})")
+    return episodes[episode]
+
+
 def read_episode(root: str | os.PathLike, episode: int, frames: bool = True) -> StoredEpisode:
     """Episode ``episode`` (its row in the ``episodes`` table) of a dataset made by ``data_prep/dmc.py``."""
     import datasets
 
-    episodes = episode_table(root)
-    if not 0 <= episode < len(episodes):
-        raise IndexError(f"episode {episode} out of range [0, {len(episodes)})")
-    row = episodes[episode]
+    row = _episode_row(root, episode)
     steps = datasets.load_from_disk(str(Path(root) / "steps"))
     wanted = ["action", "physics"] + [c for c in ("pinch", "target") if c in steps.column_names]
     stored = read_rows(steps, int(row["first_row"]), int(row["num_steps"]), (["frame"] if frames else []) + wanted)
-    pinch = stored.get("pinch")
-    has_arm = pinch is not None and not np.isnan(pinch).any()
-    camera = row["camera"]
+    pinch, target = _arm(stored)
     return StoredEpisode(
         frames=stored["frame"] if frames else np.zeros((0, 3, 0, 0), np.uint8),
         actions=stored["action"].astype(np.float32).reshape(int(row["num_steps"]), -1)[:, : int(row["action_dim"])],
         physics=stored["physics"].astype(np.float64),
-        pinch=pinch if has_arm else None,
-        target=stored["target"] if has_arm else None,
+        pinch=pinch,
+        target=target,
         task=row["task"],
-        camera=int(camera) if camera.lstrip("-").isdigit() else camera,
+        camera=_camera(row),
         source=row["source"],
     )
