@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.control.planner import PlannerConfig
     from lavid.control.reaching import load_goals, reaching_metrics, start_envs
     from lavid.core.config import ConfigError
+    from lavid.data.clips import DatasetFormatError
     from lavid.core.threads import usable_cores
     from lavid.data.sim import SimEnv, ensure_renderer
     from lavid.training.runs import RunError, load_run
@@ -232,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             methods.append((name, summary["labeled_transitions"], dynamics))
         methods.append(("action-conditioned world model", all_labels,
                         ActionDynamics(action_loaded.model, None, action_dim)))
-    except (RunError, ConfigError, ValueError, FileNotFoundError, subprocess.CalledProcessError) as error:
+    except (RunError, ConfigError, DatasetFormatError, ValueError, FileNotFoundError,
+            subprocess.CalledProcessError) as error:
         return fail(error)
 
     def agent_for(entry):

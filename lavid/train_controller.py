@@ -31,12 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.control.fit_controller import ControllerTrainConfig, train_controller
     from lavid.core.config import load_config
     from lavid.core.threads import usable_cores
+    from lavid.data.clips import DatasetFormatError
     from lavid.training.runs import RunError
 
     import torch
 
     torch.set_num_threads(usable_cores())
-    with clean_exit(RunError, FileNotFoundError, ValueError):
+    with clean_exit(RunError, DatasetFormatError, FileNotFoundError, ValueError):
         config = load_config(ControllerTrainConfig, args.config, args.overrides)
         summary = train_controller(config, "cuda" if torch.cuda.is_available() else "cpu")
     print(f"controller on {summary['labeled_transitions']} labeled transitions ({summary['labeled_episodes']} "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,11 @@ import torch
 from lavid.control.controller import Controller, ControllerConfig
 from lavid.control.dynamics import ActionDynamics, pairs
 from lavid.core.config import check, from_dict, load_yaml, to_dict
+from lavid.data.actions import pad_actions
 from lavid.data.clips import split_by_episode
 from lavid.data.data_config import DataConfig
 from lavid.data.goals import episode_table, read_episode
+from lavid.data.training_data import data_action_dim
 from lavid.training.runs import LoadedRun, load_run
 
 log = logging.getLogger(__name__)
@@ -111,27 +114,29 @@ def choose_labeled(episodes: list[tuple[str, int]], fraction: float, seed: int) 
 
 
 @torch.no_grad()
-def episode_states(run: LoadedRun, frames, device: torch.device, chunk: int = 256) -> torch.Tensor:
-    """uint8 ``[L, 3, H, W]`` -> the run's states ``[L, N, D]`` (frames encoded one at a time: tubelet 1)."""
-    frames = torch.from_numpy(np.array(frames))  # a writable copy of the stored frames
-    out = [run.model.encode(frames[i:i + chunk, None].to(device))[:, 0] for i in range(0, len(frames), chunk)]
-    return torch.cat(out)
+def encoded_episodes(run: LoadedRun, episodes: list[tuple[str, int]], device: torch.device, chunk: int = 256
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Each episode's states ``[L, N, D]`` (frames encoded one at a time: tubelet 1) and actions ``[L, A]``."""
+    for path, row in episodes:
+        episode = read_episode(path, row)
+        frames = torch.from_numpy(np.array(episode.frames))  # a writable copy of the stored frames
+        states = [run.model.encode(frames[i:i + chunk, None].to(device))[:, 0] for i in range(0, len(frames), chunk)]
+        yield torch.cat(states), torch.from_numpy(episode.actions).to(device)
 
 
 @torch.no_grad()
-def collect_transitions(run: LoadedRun, episodes: list[tuple[str, int]], device: torch.device) -> tuple[Transitions, int]:
-    """Every transition of ``episodes`` with the IDM's latent; returns them and the model's action size."""
+def collect_transitions(run: LoadedRun, episodes: list[tuple[str, int]], width: int,
+                        device: torch.device) -> Transitions:
+    """Every transition of ``episodes`` with the IDM's latent, actions zero-padded to ``width`` entries (the
+    largest action size of the data, so that a task without labeled episodes still fits the controller)."""
     actions, states, latents = [], [], []
-    for path, row in episodes:
-        episode = read_episode(path, row)
-        encoded = episode_states(run, episode.frames, device)
+    for encoded, episode_actions in encoded_episodes(run, episodes, device):
         latent, _, _ = run.model.infer_latents(encoded[None])
-        actions.append(torch.as_tensor(episode.actions[:-1]))
+        actions.append(episode_actions[:-1])
         states.append(pairs(encoded[None])[0, :-1])
         latents.append(latent[0])
-    width = max(a.shape[-1] for a in actions)
-    padded = [torch.nn.functional.pad(a, (0, width - a.shape[-1])) for a in actions]
-    return Transitions(torch.cat(padded).to(device), torch.cat(states), torch.cat(latents)), width
+    padded = [pad_actions(a, width) for a in actions]
+    return Transitions(torch.cat(padded), torch.cat(states), torch.cat(latents))
 
 
 def fit(controller: Controller, data: Transitions, config: ControllerTrainConfig) -> list[float]:
@@ -160,12 +165,8 @@ def fit(controller: Controller, data: Transitions, config: ControllerTrainConfig
 def evaluate(run: LoadedRun, controller: Controller, episodes: list[tuple[str, int]], frames: int,
              device: torch.device) -> dict[str, float]:
     """Held-out comparison of controller latents with the IDM's (see the module docstring)."""
-
     windows, window_actions = [], []
-    for path, row in episodes:
-        episode = read_episode(path, row)
-        encoded = episode_states(run, episode.frames, device)
-        actions = torch.as_tensor(episode.actions).to(device)
+    for encoded, actions in encoded_episodes(run, episodes, device):
         for start in range(0, len(encoded) - frames + 1, frames):
             windows.append(encoded[start:start + frames])
             window_actions.append(actions[start:start + frames - 1])
@@ -173,7 +174,7 @@ def evaluate(run: LoadedRun, controller: Controller, episodes: list[tuple[str, i
         raise ValueError(f"no held-out episode has {frames} steps")
     width = controller.action_dim
     states = torch.stack(windows)  # [W, T, N, D]
-    actions = torch.stack([torch.nn.functional.pad(a, (0, width - a.shape[-1])) for a in window_actions])
+    actions = torch.stack([pad_actions(a, width) for a in window_actions])
     model = run.model
     idm_latents, _, _ = model.infer_latents(states)  # [W, T-1, C]
     flat_actions, flat_states = actions.flatten(0, 1), pairs(states)[:, :-1].flatten(0, 1)
@@ -223,7 +224,8 @@ def train_controller(config: ControllerTrainConfig, device: str | torch.device =
     train_episodes, held_episodes = split_episodes(data, run.config.data.holdout_fraction)
     labeled = choose_labeled(train_episodes, config.labeled_fraction, config.seed)
     log.info("controller: %d of %d training episodes labeled", len(labeled), len(train_episodes))
-    transitions, action_dim = collect_transitions(run, labeled, device)
+    action_dim = data_action_dim(DataConfig(data=data))
+    transitions = collect_transitions(run, labeled, action_dim, device)
     all_transitions = count_transitions(train_episodes)
     controller = Controller(config.controller, action_dim, run.model.encoder.dim, run.model.encoder.num_tokens,
                             run.model.cond_dim).to(device)
