@@ -6,7 +6,8 @@ Usage:
     python data_prep/dmc.py --preset mix --out data/mix        # the mixed-embodiment default
 
 Tasks are DMControl suite ``domain-task`` names or ``jaco-reach``; policies are ``random``,
-``smooth`` or ``checkpoint:PATH`` (a TorchScript agent). Resumable per episode after a kill; a rerun
+``smooth`` or ``checkpoint:PATH[@NOISE]`` (a TorchScript agent, e.g. from
+``data_prep/train_expert.py``, acting with Gaussian noise). Resumable per episode after a kill; a rerun
 on a finished OUT does nothing.
 """
 
@@ -30,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what.add_argument("--list-tasks", action="store_true", help="print the valid task names and exit")
     parser.add_argument("--out", help="output dataset folder")
     parser.add_argument("--policy", default="smooth",
-                        help="random | smooth | checkpoint:PATH (default smooth; a preset sets its own per task)")
+                        help="random | smooth | checkpoint:PATH[@NOISE] (a TorchScript agent, e.g. from data_prep/train_expert.py, with Gaussian noise of NOISE × half the action range; default smooth; a preset sets its own per task)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to collect (default 10)")
     parser.add_argument("--episode-len", type=int, default=None, help="stored steps per episode (default: task's)")
     parser.add_argument("--camera", default=None, help="camera index or name (default 0; front_close for jaco; jaco also has the overview view of lavid.data.sim.VIEWS)")

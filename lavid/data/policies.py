@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-POLICY_NAMES = ("random", "smooth", "checkpoint:PATH")
+POLICY_NAMES = ("random", "smooth", "checkpoint:PATH", "checkpoint:PATH@NOISE")
 
 
 class Policy(Protocol):
@@ -106,19 +106,37 @@ class CheckpointPolicy:
         return np.clip(action, self.low, self.high).astype(np.float32)
 
 
+def split_checkpoint(name: str) -> tuple[str, float]:
+    """``checkpoint:PATH`` or ``checkpoint:PATH@NOISE`` -> (PATH, NOISE); NOISE is the exploration noise's
+    standard deviation relative to the action's half range (0 when absent)."""
+    spec = name.split(":", 1)[1]
+    path, sep, noise = spec.rpartition("@")
+    if not sep:
+        return spec, 0.0
+    try:
+        value = float(noise)
+    except ValueError:
+        raise PolicyError(f"policy {name!r}: the noise after '@' must be a number, got {noise!r}") from None
+    if not value >= 0 or not path:
+        raise PolicyError(f"policy {name!r}: need checkpoint:PATH@NOISE with a path and NOISE >= 0")
+    return path, value
+
+
 def check_policy_name(name: str) -> None:
     if name in ("random", "smooth"):
         return
     if name.startswith("checkpoint:") and len(name) > len("checkpoint:"):
+        split_checkpoint(name)
         return
     raise PolicyError(f"unknown policy {name!r}; valid policies: {', '.join(POLICY_NAMES)}")
 
 
 def make_policy(name: str, state_dim: int, low: np.ndarray, high: np.ndarray) -> Policy:
-    """Build a policy from its command-line name: ``random``, ``smooth`` or ``checkpoint:PATH``."""
+    """Build a policy from its command-line name: ``random``, ``smooth`` or ``checkpoint:PATH[@NOISE]``."""
     check_policy_name(name)
     if name == "random":
         return UniformPolicy(low, high)
     if name == "smooth":
         return SmoothPolicy(low, high)
-    return CheckpointPolicy(name.split(":", 1)[1], state_dim, low, high)
+    path, noise = split_checkpoint(name)
+    return CheckpointPolicy(path, state_dim, low, high, noise=noise)

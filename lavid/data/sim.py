@@ -205,6 +205,11 @@ class SimEnv:
         self._timestep = self._env.reset()
         return self.observe()
 
+    def reset_state(self) -> np.ndarray:
+        """Start an episode without rendering; returns the proprioceptive state ``[S]`` (state-based agents)."""
+        self._timestep = self._env.reset()
+        return self.proprio()
+
     def step(self, action: np.ndarray) -> tuple[float, bool]:
         """Apply ``action`` for ``action_repeat`` control steps; returns (summed reward, episode over)."""
         action = np.clip(np.asarray(action, dtype=np.float64), self.action_low, self.action_high)
