@@ -121,3 +121,173 @@ def test_train_expert_rejects_bad_arguments(tmp_path):
     bad = run_expert(tmp_path / "y", 10, "--milestones", "medium")
     assert bad.returncode == 2 and "NAME=RETURN" in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+# ---- offline RL with latent actions -------------------------------------------------------------------
+
+from lavid.control.imagination import PolicyConfig, lambda_returns, train_policy  # noqa: E402
+from lavid.control.latent_action_model import LatentModelConfig, train_latent_model  # noqa: E402
+from lavid.control.offline_data import (  # noqa: E402
+    OfflineDataError, OfflineEpisode, Transitions, load_offline, split_labeled,
+)
+
+
+def point_mass_episodes(n: int, length: int = 20, seed: int = 0) -> list[OfflineEpisode]:
+    """A 2-D point pushed by its action: o' = o + 0.2 a, reward -|o'|; uniform random actions."""
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for i in range(n):
+        obs = [rng.uniform(-1, 1, 2)]
+        actions = rng.uniform(-1, 1, (length, 2))
+        for a in actions:
+            obs.append(obs[-1] + 0.2 * a)
+        obs = np.asarray(obs, np.float32)
+        reward = -np.linalg.norm(obs[1:], axis=1).astype(np.float32)
+        episodes.append(OfflineEpisode(obs, reward, actions.astype(np.float32), f"pm/{i}"))
+    return episodes
+
+
+def test_split_removes_the_actions_of_unlabeled_episodes():
+    episodes = point_mass_episodes(25)
+    split = split_labeled(episodes, 0.1, seed=0)
+    labeled = [ep for ep in split if ep.labeled]
+    assert len(labeled) == 2 and all(ep.action is None for ep in split if not ep.labeled)
+    assert [ep.name for ep in split_labeled(episodes, 0.1, seed=0) if ep.labeled] == [ep.name for ep in labeled]
+    assert len([ep for ep in split_labeled(episodes[:3], 0.1) if ep.labeled]) == 1  # at least one
+    data = Transitions.from_episodes(split)
+    assert len(data) == 25 * 20 and data.action.shape == (40, 2) and len(data.labeled) == 40
+    np.testing.assert_array_equal(data.obs[data.labeled].numpy(), np.concatenate([ep.obs[:-1] for ep in labeled]))
+    for fraction in (0.0, 1.5, -0.1):
+        with pytest.raises(OfflineDataError, match="labeled_fraction"):
+            split_labeled(episodes, fraction)
+
+
+def test_unlabeled_actions_cannot_reach_training():
+    """Poison the actions of every episode that will be unlabeled: a model trained on the split stays finite."""
+    episodes = point_mass_episodes(10)
+    keep = {ep.name for ep in split_labeled(episodes, 0.2, seed=0) if ep.labeled}
+    poisoned = [ep if ep.name in keep else OfflineEpisode(ep.obs, ep.reward, np.full_like(ep.action, np.nan), ep.name)
+                for ep in episodes]
+    model = train_latent_model(Transitions.from_episodes(split_labeled(poisoned, 0.2, seed=0)),
+                               LatentModelConfig(steps=20, batch_size=32, hidden=32), seed=0)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_action_decoder_recovers_actions_through_the_idm_latent():
+    """Labeled on 20 % of the episodes, the model decodes the actions of unlabeled transitions from z = IDM(o, o')."""
+    episodes = point_mass_episodes(40)
+    split = split_labeled(episodes, 0.2, seed=0)
+    model = train_latent_model(Transitions.from_episodes(split), LatentModelConfig(steps=600, batch_size=128, hidden=64,
+                                                                                   latent_dim=4), seed=0)
+    held = [ep for ep, s in zip(episodes, split) if not s.labeled]
+    obs = torch.as_tensor(np.concatenate([ep.obs[:-1] for ep in held]))
+    nxt = torch.as_tensor(np.concatenate([ep.obs[1:] for ep in held]))
+    truth = np.concatenate([ep.action for ep in held])
+    with torch.no_grad():
+        x, xn = model.normalize(obs), model.normalize(nxt)
+        decoded = model.decode(x, model.idm(torch.cat([x, xn], -1))[0]).numpy()
+    r2 = 1 - ((decoded - truth) ** 2).sum() / ((truth - truth.mean(0)) ** 2).sum()
+    assert r2 > 0.8, r2
+
+
+def test_lambda_returns_and_imagined_rollouts():
+    reward = torch.ones(3, 2)
+    value = torch.zeros(4, 2)
+    np.testing.assert_allclose(lambda_returns(reward, value, 0.5, 1.0)[:, 0].numpy(), [1.75, 1.5, 1.0])
+    np.testing.assert_allclose(lambda_returns(reward, value + 2, 0.5, 0.0)[:, 0].numpy(), [2.0, 2.0, 2.0])
+    model = train_latent_model(Transitions.from_episodes(point_mass_episodes(4)),
+                               LatentModelConfig(steps=5, batch_size=16, hidden=16), seed=0)
+    policy, history = train_policy(model, torch.randn(50, 2), PolicyConfig(steps=3, batch_size=8, horizon=4, hidden=16))
+    assert len(history) == 2 and policy.act(torch.randn(7, 2)).shape == (7, 2)
+    assert (policy.act(torch.randn(7, 2)).abs() <= 1).all()
+
+
+def test_latent_policy_beats_random_on_the_point_mass():
+    episodes = split_labeled(point_mass_episodes(60), 0.1, seed=0)
+    model = train_latent_model(Transitions.from_episodes(episodes),
+                               LatentModelConfig(steps=800, batch_size=128, hidden=64, latent_dim=4), seed=0)
+    starts = Transitions.from_episodes(episodes).obs
+    policy, _ = train_policy(model, starts, PolicyConfig(steps=400, batch_size=128, hidden=64, horizon=5), seed=0)
+    rng = np.random.default_rng(1)
+
+    def episode_return(act) -> float:
+        obs = torch.as_tensor(rng.uniform(-1, 1, (64, 2)), dtype=torch.float32)
+        total = torch.zeros(64)
+        for _ in range(20):
+            obs = obs + 0.2 * act(obs).clamp(-1, 1)
+            total -= obs.norm(dim=1)
+        return float(total.mean())
+
+    learned = episode_return(policy.act)
+    random = episode_return(lambda o: torch.as_tensor(rng.uniform(-1, 1, o.shape), dtype=torch.float32))
+    assert learned > 0.5 * random, (learned, random)  # returns are negative: at most half random's cost
+
+
+def test_offline_data_errors(tmp_path):
+    np.savez(tmp_path / "bad.npz", state=np.zeros((3, 2)))
+    with pytest.raises(OfflineDataError, match="replay"):
+        load_offline(tmp_path / "bad.npz")
+    with pytest.raises(OfflineDataError, match="no offline data"):
+        load_offline(tmp_path / "missing")
+    with pytest.raises(OfflineDataError, match="labeled"):
+        train_latent_model(Transitions.from_episodes(split_labeled(point_mass_episodes(3), 1.0)[:0] or
+                                                     [OfflineEpisode(np.zeros((3, 2), np.float32), np.zeros(2, np.float32),
+                                                                     None, "x")]),
+                           LatentModelConfig(steps=1))
+
+
+def random_replay(path: Path, task: str = "cartpole-balance", episodes: int = 3, action_repeat: int = 8) -> None:
+    """A replay.npz of uniform-random episodes, in the format data_prep/train_expert.py writes."""
+    env = SimEnv(task, seed=0, action_repeat=action_repeat)
+    rng = np.random.default_rng(0)
+    buffer = None
+    for e in range(episodes):
+        state, done, t = env.reset_state(), False, 0
+        if buffer is None:
+            buffer = ReplayBuffer(state.shape[0], env.action_dim, env.physics.get_state().shape[0], 10_000)
+        while not done:
+            physics = env.physics.get_state().copy()
+            action = rng.uniform(-1, 1, env.action_dim).astype(np.float32)
+            reward, done = env.step(action)
+            buffer.add(state, action, reward, env.proprio(), physics, e, t)
+            state, t = env.proprio(), t + 1
+    env.close()
+    np.savez(path, **buffer.arrays())
+
+
+def run_offline_eval(out, *extra):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "evals/offline_rl.py"), "--task", "cartpole-balance", "--action-repeat", "8",
+         "--out", str(out), "--model-steps", "10", "--policy-steps", "10", "--bc-steps", "10", "--seeds", "2",
+         "--eval-episodes", "1", "--no-progress", *extra],
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_offline_rl_eval_end_to_end_and_resume(tmp_path):
+    replay = tmp_path / "replay.npz"
+    random_replay(replay)
+    assert len(load_offline(replay)) == 3
+    out = tmp_path / "eval"
+    first = run_offline_eval(out, "--data", str(replay), "--labeled-fraction", "0.34", "--methods", "latent,bc,random")
+    assert first.returncode == 0, first.stderr
+    result = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in result["methods"]] == ["latent", "bc", "random"]
+    latent = result["methods"][0]
+    assert latent["seeds"] == 2 and latent["labeled_transitions"] == 125 and latent["unlabeled_transitions"] == 250
+    assert result["methods"][2]["labeled_transitions"] == 0
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 6
+    for name in ("results.md", "results.csv", "curves.png"):
+        assert (out / name).exists()
+    again = run_offline_eval(out, "--data", str(replay), "--labeled-fraction", "0.34", "--methods", "latent,bc,random")
+    assert again.returncode == 0 and "seed 0: score" not in again.stdout  # nothing retrained
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 6
+
+
+def test_offline_rl_eval_rejects_bad_input(tmp_path):
+    bad = run_offline_eval(tmp_path / "a", "--data", str(tmp_path / "none.npz"))
+    assert bad.returncode == 2 and "no offline data" in bad.stderr
+    bad = run_offline_eval(tmp_path / "b", "--data", str(tmp_path / "none.npz"), "--labeled-fraction", "0")
+    assert bad.returncode == 2 and "labeled-fraction" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_offline_eval(tmp_path / "c", "--methods", "latent,dqn")
+    assert bad.returncode == 2 and "dqn" in bad.stderr

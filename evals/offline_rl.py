@@ -1,0 +1,237 @@
+"""Offline RL with latent actions from few labeled and many unlabeled episodes, against its baselines.
+
+Usage:
+    python evals/offline_rl.py --task walker-walk --out runs/offline_rl              # smoke budget
+    python evals/offline_rl.py --task walker-walk --dataset medium --budget full --out DIR
+    python evals/offline_rl.py --task walker-walk --data DIR/agent/replay.npz --out DIR2   # given data
+
+Without ``--data`` it first trains a state-based SAC agent (``data_prep/train_expert.py``) into
+``OUT/agent`` and takes the dataset ``--dataset`` from it: ``medium-replay`` (its replay buffer, the
+default: no rendering), or ``medium`` / ``expert`` / ``random`` (episodes of its milestone policy, with
+exploration noise, or of uniform actions, rolled out by ``data_prep/dmc.py``). For every seed the episodes
+are split once (``--labeled-fraction`` keep their actions, the rest lose them) and every method trains on
+that split: ``latent`` (the latent-action world model over all episodes + a latent policy learned in its
+imagination), ``labeled_only`` (the same on the labeled episodes alone), ``bc`` (behaviour cloning on the
+labeled episodes) and ``random``. Scores are return ÷ 10 over ``--eval-episodes`` simulator episodes.
+Writes ``results.md``, ``results.csv``, ``results.json`` (one row per method), ``runs.jsonl`` (one line per
+method and seed: a rerun skips what is there) and ``curves.png`` (the policies' imagined returns while they
+learn). Observations are the simulator's proprioceptive state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lavid.core.cli import fail, setup_logging  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BUDGETS = {
+    # expert steps, dataset episodes (rolled-out kinds), model / policy / bc steps, eval episodes, seeds
+    "smoke": {"expert_steps": 20_000, "episodes": 40, "model_steps": 2_000, "policy_steps": 2_000,
+              "bc_steps": 2_000, "eval_episodes": 5, "seeds": 3},
+    "full": {"expert_steps": 500_000, "episodes": 200, "model_steps": 50_000, "policy_steps": 50_000,
+             "bc_steps": 20_000, "eval_episodes": 10, "seeds": 5},
+}
+
+REFERENCE = {
+    # normalized scores of the control paper (pixels, DMControl; DESIGN.md section 4)
+    ("walker-walk", "expert"): 94.3, ("cheetah-run", "expert"): 52.4, ("hopper-stand", "medium"): 65.0,
+    ("hopper-stand", "medium-replay"): 46.9,
+}
+
+DATASETS = ("medium-replay", "medium", "expert", "random")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="walker-walk", help="DMControl domain-task (default walker-walk)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--dataset", default="medium-replay", choices=DATASETS)
+    parser.add_argument("--budget", default="smoke", choices=sorted(BUDGETS))
+    parser.add_argument("--data", default="", help="use this replay.npz or trajectory dataset (skips the expert)")
+    parser.add_argument("--labeled-fraction", type=float, default=0.1, help="episodes that keep their actions")
+    parser.add_argument("--methods", default="latent,labeled_only,bc,random")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds (default: the budget's)")
+    parser.add_argument("--eval-episodes", type=int, default=None)
+    parser.add_argument("--action-repeat", type=int, default=2)
+    parser.add_argument("--model-steps", type=int, default=None)
+    parser.add_argument("--policy-steps", type=int, default=None)
+    parser.add_argument("--bc-steps", type=int, default=None)
+    parser.add_argument("--expert-steps", type=int, default=None)
+    parser.add_argument("--episodes", type=int, default=None, help="episodes to roll out for medium/expert/random")
+    parser.add_argument("--noise", type=float, default=0.2, help="exploration noise of medium/expert rollouts")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def budget(args: argparse.Namespace) -> dict:
+    b = dict(BUDGETS[args.budget])
+    for key in ("seeds", "eval_episodes", "model_steps", "policy_steps", "bc_steps", "expert_steps", "episodes"):
+        if getattr(args, key) is not None:
+            b[key] = getattr(args, key)
+    for key, value in b.items():
+        if value < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    return b
+
+
+def run(cmd: list[str]) -> None:
+    result = subprocess.run([sys.executable, *cmd], cwd=ROOT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:2])} failed with exit code {result.returncode}")
+
+
+def make_data(args: argparse.Namespace, b: dict, out: Path) -> Path:
+    """The offline data: ``--data``, or the SAC agent's replay / rollouts (trained and rolled out here)."""
+    if args.data:
+        return Path(args.data)
+    agent = out / "agent"
+    milestone = {"medium": "medium", "expert": "expert"}.get(args.dataset)
+    summary = agent / "summary.json"
+    if args.dataset != "random" and not (summary.exists() and json.loads(summary.read_text())["steps"] >= b["expert_steps"]):
+        run(["data_prep/train_expert.py", "--task", args.task, "--out", str(agent), "--steps", str(b["expert_steps"]),
+             "--action-repeat", str(args.action_repeat), "--eval-every", str(max(1, b["expert_steps"] // 10))]
+            + (["--no-progress"] if args.no_progress else []))
+    if args.dataset == "medium-replay":
+        return agent / "replay.npz"
+    if args.dataset == "random":
+        policy = "random"
+    else:
+        path = agent / f"{milestone}.pt"
+        if not path.exists():
+            raise ValueError(f"the SAC agent in {agent} never reached its {milestone} milestone "
+                             f"({agent / 'summary.json'}); raise --expert-steps or use --dataset medium-replay")
+        policy = f"checkpoint:{path}@{args.noise}"
+    data = out / f"data_{args.dataset}"
+    run(["data_prep/dmc.py", "--task", args.task, "--policy", policy, "--episodes", str(b["episodes"]),
+         "--action-repeat", str(args.action_repeat), "--out", str(data)] + (["--no-progress"] if args.no_progress else []))
+    return data
+
+
+def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
+    import numpy as np
+
+    table = []
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
+        scores = [r["score"] for r in mine]
+        table.append({
+            "method": method, "score_mean": round(float(np.mean(scores)), 2),
+            "score_std": round(float(np.std(scores)), 2), "seeds": len(mine),
+            "labeled_transitions": mine[0]["labeled_transitions"],
+            "unlabeled_transitions": mine[0]["unlabeled_transitions"],
+            "train_s_mean": round(float(np.mean([r["train_s"] for r in mine])), 1),
+        })
+    return table
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for r in rows:
+        if r.get("history"):
+            ax.plot([h["step"] for h in r["history"]], [h["imagined_return"] for h in r["history"]],
+                    label=f"{r['method']} seed {r['seed']}", alpha=0.8)
+    ax.set_xlabel("policy steps")
+    ax.set_ylabel("imagined λ-return (first step)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_results(out: Path, table: list[dict], args: argparse.Namespace, b: dict, meta: dict) -> None:
+    reference = REFERENCE.get((args.task, args.dataset))
+    (out / "results.json").write_text(json.dumps({"task": args.task, "dataset": args.dataset, "budget": b,
+                                                  "reference_score": reference, **meta, "methods": table}, indent=2))
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    lines = [
+        f"{args.task}, {args.dataset} data ({meta['episodes']} episodes, {meta['labeled_episodes']} labeled: "
+        f"labeled_fraction {args.labeled_fraction}), {args.budget} budget, {b['seeds']} seeds × "
+        f"{b['eval_episodes']} evaluation episodes; score = return ÷ 10; observations: proprioceptive state",
+        "",
+        "| method | score (mean ± std over seeds) | labeled transitions | unlabeled transitions | train s |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['method']} | {r['score_mean']:.1f} ± {r['score_std']:.1f} | {r['labeled_transitions']} | "
+              f"{r['unlabeled_transitions']} | {r['train_s_mean']:.0f} |" for r in table]
+    if reference is not None:
+        lines += ["", f"The control paper's latent-action score on {args.task} {args.dataset} (pixels, full data): "
+                      f"{reference}"]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    from lavid.control.imagination import PolicyConfig
+    from lavid.control.latent_action_model import LatentModelConfig
+    from lavid.control.offline_data import OfflineDataError, load_offline, split_labeled
+    from lavid.control.offline_rl import METHODS, BCConfig, OfflineRLConfig, run_method
+    from lavid.data.sim import SimError, check_task
+
+    try:
+        check_task(args.task)
+        b = budget(args)
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = sorted(set(methods) - set(METHODS))
+        if unknown or not methods:
+            raise ValueError(f"unknown method(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(METHODS)}")
+        if not 0 < args.labeled_fraction <= 1:
+            raise ValueError(f"--labeled-fraction must be in (0, 1], got {args.labeled_fraction}")
+        config = OfflineRLConfig(LatentModelConfig(steps=b["model_steps"]), PolicyConfig(steps=b["policy_steps"]),
+                                 BCConfig(steps=b["bc_steps"]))
+        config.validate()
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        start = time.time()
+        episodes = load_offline(make_data(args, b, out))
+        log_path = out / "runs.jsonl"
+        rows = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+        done = {(r["method"], r["seed"]) for r in rows}
+        labeled_episodes = 0
+        for seed in range(b["seeds"]):
+            split = split_labeled(episodes, args.labeled_fraction, seed=seed)
+            labeled_episodes = sum(ep.labeled for ep in split)
+            for method in methods:
+                if (method, seed) in done:
+                    continue
+                row = run_method(method, split, config, args.task, seed, b["eval_episodes"], args.action_repeat,
+                                 progress=not args.no_progress)
+                print(f"{method} seed {seed}: score {row['score']:.1f} ({row['train_s']:.0f} s)", flush=True)
+                rows.append(row)
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+        table = summarise(rows, methods)
+        meta = {"episodes": len(episodes), "labeled_episodes": labeled_episodes, "config": asdict(config),
+                "wall_s": round(time.time() - start, 1)}
+        write_results(out, table, args, b, meta)
+        plot_curves(rows, out / "curves.png")
+    except (OfflineDataError, SimError, ValueError, RuntimeError) as error:
+        return fail(error)
+    print((out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""A latent-action policy learned offline by actor-critic in the imagination of a :class:`LatentActionModel`.
+
+From observations of the data, the actor ``pi(z | o)`` picks latent actions, the frozen model imagines the
+next observations and rewards for ``horizon`` steps, a critic ``V(o)`` and its slow copy give
+lambda-returns, and the actor follows the returns' gradient through the model while a KL term keeps it on
+the support of the model's prior ``p(z | o)``: latents the data never showed have no meaningful
+consequence in the model. At execution the decoder turns ``z`` into a real action.
+
+Shapes: ``B`` start states, ``H`` horizon, ``O`` observation, ``Z`` latent.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lavid.control.latent_action_model import Gaussian, LatentActionModel, kl, mlp, sample
+from lavid.control.offline_data import OfflineDataError
+
+
+@dataclass
+class PolicyConfig:
+    """Actor-critic in imagination."""
+
+    hidden: int = 256
+    horizon: int = 5
+    gamma: float = 0.99
+    lam: float = 0.95
+    prior_kl: float = 0.1  # weight of KL(pi(z|o) || p(z|o)) in the actor loss, per unit of return scale
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 3e-4
+    tau: float = 0.01
+
+    def validate(self, prefix: str = "policy.") -> None:
+        for name in ("hidden", "horizon", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise OfflineDataError(f"{prefix}{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gamma", "lam", "tau"):
+            if not 0 < getattr(self, name) <= 1:
+                raise OfflineDataError(f"{prefix}{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.prior_kl < 0 or not self.lr > 0:
+            raise OfflineDataError(f"{prefix}prior_kl must be >= 0 and {prefix}lr > 0")
+
+
+class LatentPolicy(nn.Module):
+    """Actor ``pi(z | x)`` and critic ``V(x)`` on normalised observations, with the model that executes them."""
+
+    def __init__(self, model: LatentActionModel, config: PolicyConfig) -> None:
+        super().__init__()
+        obs_dim = model.obs_mean.shape[0]
+        self.model, self.config = model.requires_grad_(False), config
+        self.actor = Gaussian(obs_dim, config.hidden, model.config.latent_dim)
+        self.critic = mlp(obs_dim, config.hidden, 1)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Raw observations ``[B, O]`` -> real actions ``[B, A]`` in [-1, 1] (the actor's mean, decoded)."""
+        x = self.model.normalize(obs)
+        return self.model.decode(x, self.actor(x)[0])
+
+
+def lambda_returns(reward: torch.Tensor, value: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """``reward [H, B]``, ``value [H+1, B]`` (of the states before each step and after the last) ->
+    ``[H, B]`` TD(lambda) returns bootstrapped from the last value."""
+    out, last = [], value[-1]
+    for t in reversed(range(reward.shape[0])):
+        last = reward[t] + gamma * ((1 - lam) * value[t + 1] + lam * last)
+        out.append(last)
+    return torch.stack(out[::-1])
+
+
+def train_policy(model: LatentActionModel, starts: torch.Tensor, config: PolicyConfig, seed: int = 0,
+                 progress: bool = False) -> tuple[LatentPolicy, list[dict]]:
+    """Learn a :class:`LatentPolicy` from imagined rollouts starting at observations ``starts [N, O]``.
+    Returns the policy and a log (every 100 steps: mean imagined return, KL to the prior)."""
+    from tqdm.auto import tqdm
+
+    config.validate()
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    policy = LatentPolicy(model, config)
+    device = model.obs_mean.device
+    policy.to(device)
+    actor_optim = torch.optim.Adam(policy.actor.parameters(), lr=config.lr)
+    critic_optim = torch.optim.Adam(policy.critic.parameters(), lr=config.lr)
+    scale, history = torch.tensor(1.0), []
+    bar = tqdm(range(config.steps), disable=not progress, desc="policy in imagination", unit="step", leave=False)
+    for step in bar:
+        x = model.normalize(starts[torch.randint(len(starts), (config.batch_size,), generator=generator)].to(device))
+        states, rewards, kls = [x], [], []
+        for _ in range(config.horizon):
+            pi = policy.actor(x)
+            kls.append(kl(pi, model.prior(x)))
+            x, r = model.step(x, sample(pi))
+            states.append(x)
+            rewards.append(r)
+        states_t = torch.stack(states)  # [H+1, B, O]
+        reward, prior_kl = torch.stack(rewards), torch.stack(kls)  # [H, B]
+        value = policy.critic_target(states_t).squeeze(-1)
+        returns = lambda_returns(reward, value, config.gamma, config.lam)
+        discount = config.gamma ** torch.arange(config.horizon, dtype=returns.dtype, device=device)[:, None]
+        # the returns' spread sets the scale, so prior_kl means the same on any task's reward
+        scale = 0.99 * scale + 0.01 * returns.detach().std().clamp_min(1.0).cpu()
+        actor_loss = (discount * (-returns / scale.to(device) + config.prior_kl * prior_kl)).mean()
+        actor_optim.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        nn.utils.clip_grad_norm_(policy.actor.parameters(), 10.0)
+        actor_optim.step()
+        critic = policy.critic(states_t[:-1].detach()).squeeze(-1)
+        critic_loss = F.mse_loss(critic, returns.detach())
+        critic_optim.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_optim.step()
+        with torch.no_grad():
+            for p, tp in zip(policy.critic.parameters(), policy.critic_target.parameters()):
+                tp.lerp_(p, config.tau)
+        if step % 100 == 0 or step == config.steps - 1:
+            history.append({"step": step, "imagined_return": returns[0].mean().item(), "prior_kl": prior_kl.mean().item()})
+            bar.set_postfix(ret=f"{history[-1]['imagined_return']:.1f}")
+    return policy.eval(), history

@@ -1,0 +1,153 @@
+"""Offline RL from few labeled and many unlabeled episodes: the methods compared and their evaluation.
+
+Methods (each trained from the same split and seed):
+
+- ``latent``: :class:`LatentActionModel` on every transition (labeled ones also through the action
+  encoder), then a latent policy in its imagination (:func:`train_policy`), executed through the decoder.
+- ``labeled_only``: the same model and policy trained on the labeled transitions alone -- what the
+  pipeline gets without the unlabeled data.
+- ``bc``: behaviour cloning, an MLP ``o -> a`` regressed on the labeled transitions.
+- ``random``: uniform actions.
+
+Scores are the DMControl return over a whole episode divided by 10 (the normalized score of the control
+paper), from ``episodes`` evaluation episodes in the simulator, observed through the proprioceptive state.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lavid.control.imagination import PolicyConfig, train_policy
+from lavid.control.latent_action_model import LatentModelConfig, mlp, train_latent_model
+from lavid.control.offline_data import Normalizer, OfflineDataError, OfflineEpisode, Transitions
+from lavid.data.sim import SimEnv
+
+METHODS = ("latent", "labeled_only", "bc", "random")
+
+
+@dataclass
+class BCConfig:
+    hidden: int = 256
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 1e-3
+
+
+@dataclass
+class OfflineRLConfig:
+    """Everything one method needs, for one seed."""
+
+    model: LatentModelConfig = field(default_factory=LatentModelConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.policy.validate()
+        for name in ("hidden", "steps", "batch_size"):
+            if getattr(self.bc, name) < 1:
+                raise OfflineDataError(f"bc.{name} must be >= 1, got {getattr(self.bc, name)}")
+
+
+class BCPolicy(nn.Module):
+    """``obs [B, O] -> action [B, A]`` in [-1, 1]."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: int, normalizer: Normalizer) -> None:
+        super().__init__()
+        self.normalizer = normalizer
+        self.net = mlp(obs_dim, hidden, action_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(self.normalizer(obs)))
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        return self(obs)
+
+
+def train_bc(data: Transitions, config: BCConfig, seed: int = 0) -> BCPolicy:
+    if len(data.labeled) == 0:
+        raise OfflineDataError("behaviour cloning needs labeled transitions")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    obs = data.obs[data.labeled]
+    policy = BCPolicy(obs.shape[1], data.action.shape[1], config.hidden, Normalizer.fit(obs))
+    optim = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    for _ in range(config.steps):
+        pick = torch.randint(len(obs), (config.batch_size,), generator=generator)
+        loss = F.mse_loss(policy(obs[pick]), data.action[pick])
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+    return policy.eval()
+
+
+class RandomPolicy:
+    def __init__(self, action_dim: int, seed: int) -> None:
+        self.action_dim, self.rng = action_dim, np.random.default_rng(seed)
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.rng.uniform(-1, 1, (obs.shape[0], self.action_dim)), dtype=torch.float32)
+
+
+def evaluate_policy(policy, task: str, episodes: int, seed: int, action_repeat: int) -> list[float]:
+    """Normalized scores (return ÷ 10) of ``episodes`` episodes in the simulator, one environment each,
+    stepped together (one batched forward pass a step)."""
+    envs = [SimEnv(task, seed=seed * 1_000 + i, action_repeat=action_repeat) for i in range(episodes)]
+    try:
+        obs = [env.reset_state() for env in envs]
+        totals, done = np.zeros(episodes), np.zeros(episodes, bool)
+        while not done.all():
+            actions = policy.act(torch.as_tensor(np.stack(obs))).numpy()
+            for i, env in enumerate(envs):
+                if done[i]:
+                    continue
+                unit = np.clip(actions[i], -1, 1)
+                reward, done[i] = env.step(env.action_low + (unit + 1) * 0.5 * (env.action_high - env.action_low))
+                totals[i] += reward
+                obs[i] = env.proprio()
+        return (totals / 10).tolist()
+    finally:
+        for env in envs:
+            env.close()
+
+
+def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLConfig, task: str, seed: int,
+               eval_episodes: int, action_repeat: int, progress: bool = False) -> dict:
+    """Train ``method`` on ``episodes`` (already split) with ``seed`` and score it; returns a result row."""
+    if method not in METHODS:
+        raise OfflineDataError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    data = Transitions.from_episodes(episodes)
+    start = time.time()
+    extra: dict = {}
+    if method == "random":
+        policy = RandomPolicy(data.action.shape[1] if len(data.action) else _action_dim(task), seed)
+    elif method == "bc":
+        policy = train_bc(data, config.bc, seed)
+    else:
+        model = train_latent_model(data, config.model, seed, labeled_only=method == "labeled_only", progress=progress)
+        starts = data.obs[data.labeled] if method == "labeled_only" else data.obs
+        policy, history = train_policy(model, starts, config.policy, seed, progress=progress)
+        extra = {"imagined_return": history[-1]["imagined_return"], "prior_kl": history[-1]["prior_kl"],
+                 "history": history}
+    train_s = time.time() - start
+    scores = evaluate_policy(policy, task, eval_episodes, seed=10_000 + seed, action_repeat=action_repeat)
+    used = 0 if method == "random" else len(data.labeled)
+    return {"method": method, "seed": seed, "score": float(np.mean(scores)), "scores": scores,
+            "labeled_transitions": used,
+            "unlabeled_transitions": len(data) - len(data.labeled) if method == "latent" else 0,
+            "train_s": round(train_s, 1), **extra}
+
+
+def _action_dim(task: str) -> int:
+    env = SimEnv(task, seed=0)
+    try:
+        return env.action_dim
+    finally:
+        env.close()
