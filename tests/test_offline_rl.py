@@ -224,9 +224,13 @@ def test_latent_policy_beats_random_on_the_point_mass():
 
 
 def test_offline_data_errors(tmp_path):
-    np.savez(tmp_path / "bad.npz", state=np.zeros((3, 2)))
-    with pytest.raises(OfflineDataError, match="replay"):
+    np.savez(tmp_path / "bad.npz", state=np.zeros((3, 2)), next_state=np.zeros((3, 2)), action=np.zeros((3, 1)),
+             episode=np.zeros(3))
+    with pytest.raises(OfflineDataError, match="no reward .offline RL needs rewards"):
         load_offline(tmp_path / "bad.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(OfflineDataError, match="cannot read"):
+        load_offline(tmp_path / "junk.npz")
     with pytest.raises(OfflineDataError, match="no offline data"):
         load_offline(tmp_path / "missing")
     with pytest.raises(OfflineDataError, match="labeled"):
@@ -291,3 +295,24 @@ def test_offline_rl_eval_rejects_bad_input(tmp_path):
     assert bad.returncode == 2 and "labeled-fraction" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_offline_eval(tmp_path / "c", "--methods", "latent,dqn")
     assert bad.returncode == 2 and "dqn" in bad.stderr
+
+
+def test_a_trained_policy_makes_a_dataset_that_offline_rl_reads(tmp_path):
+    """train_expert's TorchScript policy -> data_prep/dmc.py's trajectory dataset -> offline episodes."""
+    from lavid.data.trajectories import TaskSpec, TrajectoryConfig, build_trajectory_dataset
+
+    env = SimEnv("cartpole-balance", seed=0, action_repeat=8)
+    state_dim = env.reset_state().shape[0]
+    agent = SAC(state_dim, env.action_dim, SACConfig(hidden=16), seed=0)
+    agent.export_policy(str(tmp_path / "medium.pt"), env.action_low, env.action_high)
+    env.close()
+    config = TrajectoryConfig((TaskSpec("cartpole-balance", 2, episode_len=6),), policy=f"checkpoint:{tmp_path / 'medium.pt'}@0.1",
+                              size=16, action_repeat=8, clip_len=4)
+    build_trajectory_dataset(str(tmp_path / "data"), config, workers=1, progress=False)
+    episodes = load_offline(tmp_path / "data")
+    assert len(episodes) == 2
+    for ep in episodes:
+        assert ep.obs.shape == (6, state_dim) and ep.reward.shape == (5,) and ep.action.shape == (5, 1)
+        assert np.isfinite(ep.reward).all() and (np.abs(ep.action) <= 1).all()
+    data = Transitions.from_episodes(split_labeled(episodes, 0.5, seed=0))
+    assert len(data) == 10 and len(data.labeled) == 5

@@ -1,5 +1,5 @@
-"""Acting with a trained world model: the controller, planners over action sequences, closed-loop control
-(offline RL to come).
+"""Acting with a trained world model: the controller, planners over action sequences, closed-loop control,
+offline RL with latent actions.
 
 Takes in: a trained run (:func:`lavid.training.load_run`: the world model with its encoder, IDM and
 predictor) and, for goals, the data stage's goal images (:mod:`lavid.data.goals`).
@@ -16,6 +16,11 @@ Gives out: actions or latent actions for an environment.
 - ``mpc.py`` runs agents (planning, random, replay) closed loop in the simulator; ``reaching.py`` makes
   start states and goal images from stored episodes and scores how close each episode ends
   (``evals/plan.py``).
+- Offline RL (``evals/offline_rl.py``): :class:`SAC` (``sac.py``, trained by ``expert.py``) makes datasets of
+  known quality; :func:`split_labeled` (``offline_data.py``) removes the actions of most episodes;
+  :class:`LatentActionModel` (``latent_action_model.py``) learns one latent-action space from both parts;
+  :func:`train_policy` (``imagination.py``) learns a latent policy in its imagination; ``offline_rl.py``
+  holds the methods compared and their evaluation in the simulator.
 
 Like ``lavid.metrics``, it sits on ``lavid.training`` and may import every stage below it (core, data,
 models, training), but not ``lavid.metrics``: a controller must run without the analysis code, and the two
@@ -41,6 +46,15 @@ _EXPORTS = {
     "PlanningAgent": "lavid.control.mpc",
     "run_closed_loop": "lavid.control.mpc",
     "load_goals": "lavid.control.reaching",
+    "SAC": "lavid.control.sac",
+    "SACConfig": "lavid.control.sac",
+    "train_expert": "lavid.control.expert",
+    "split_labeled": "lavid.control.offline_data",
+    "load_offline": "lavid.control.offline_data",
+    "LatentActionModel": "lavid.control.latent_action_model",
+    "train_latent_model": "lavid.control.latent_action_model",
+    "train_policy": "lavid.control.imagination",
+    "run_method": "lavid.control.offline_rl",
 }
 __all__ = sorted(_EXPORTS)
 

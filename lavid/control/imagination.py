@@ -75,6 +75,19 @@ def lambda_returns(reward: torch.Tensor, value: torch.Tensor, gamma: float, lam:
     return torch.stack(out[::-1])
 
 
+def imagine(policy: LatentPolicy, x: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Roll the actor through the model from normalised ``x [B, O]``: states ``[H+1, B, O]``, rewards ``[H, B]``
+    and the actor's KL to the prior at each step ``[H, B]`` (differentiable in the actor)."""
+    states, rewards, kls = [x], [], []
+    for _ in range(horizon):
+        pi = policy.actor(x)
+        kls.append(kl(pi, policy.model.prior(x)))
+        x, r = policy.model.step(x, sample(pi))
+        states.append(x)
+        rewards.append(r)
+    return torch.stack(states), torch.stack(rewards), torch.stack(kls)
+
+
 def train_policy(model: LatentActionModel, starts: torch.Tensor, config: PolicyConfig, seed: int = 0,
                  progress: bool = False) -> tuple[LatentPolicy, list[dict]]:
     """Learn a :class:`LatentPolicy` from imagined rollouts starting at observations ``starts [N, O]``.
@@ -93,15 +106,7 @@ def train_policy(model: LatentActionModel, starts: torch.Tensor, config: PolicyC
     bar = tqdm(range(config.steps), disable=not progress, desc="policy in imagination", unit="step", leave=False)
     for step in bar:
         x = model.normalize(starts[torch.randint(len(starts), (config.batch_size,), generator=generator)].to(device))
-        states, rewards, kls = [x], [], []
-        for _ in range(config.horizon):
-            pi = policy.actor(x)
-            kls.append(kl(pi, model.prior(x)))
-            x, r = model.step(x, sample(pi))
-            states.append(x)
-            rewards.append(r)
-        states_t = torch.stack(states)  # [H+1, B, O]
-        reward, prior_kl = torch.stack(rewards), torch.stack(kls)  # [H, B]
+        states_t, reward, prior_kl = imagine(policy, x, config.horizon)
         value = policy.critic_target(states_t).squeeze(-1)
         returns = lambda_returns(reward, value, config.gamma, config.lam)
         discount = config.gamma ** torch.arange(config.horizon, dtype=returns.dtype, device=device)[:, None]

@@ -43,9 +43,15 @@ def load_replay(path: str | os.PathLike) -> list[OfflineEpisode]:
     """Episodes of a ``replay.npz`` written by ``data_prep/train_expert.py`` (actions in [-1, 1])."""
     try:
         data = np.load(path)
+        missing = [k for k in ("state", "next_state", "action", "reward", "episode") if k not in data.files]
+        if missing:
+            raise OfflineDataError(f"{path} is not a replay buffer: no {', '.join(missing)}"
+                                   + (" (offline RL needs rewards)" if "reward" in missing else ""))
         state, next_state, action = data["state"], data["next_state"], data["action"]
         reward, episode = data["reward"], data["episode"]
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, ValueError) as error:
+        if isinstance(error, OfflineDataError):
+            raise
         raise OfflineDataError(f"cannot read a replay buffer from {path}: {error}") from None
     episodes = []
     for e in np.unique(episode):
@@ -58,8 +64,8 @@ def load_replay(path: str | os.PathLike) -> list[OfflineEpisode]:
 
 def load_trajectories(root: str | os.PathLike) -> list[OfflineEpisode]:
     """Episodes of a ``data_prep/dmc.py`` dataset, observed through its ``state`` column. The last stored
-    step has no next observation, so each episode keeps ``num_steps - 1`` transitions. Actions are mapped
-    from the task's bounds to [-1, 1] using the dataset's own range (DMControl's bounds are [-1, 1])."""
+    step has no next observation, so each episode keeps ``num_steps - 1`` transitions. Actions are clipped
+    to [-1, 1], the bounds of every DMControl suite task (the policies here act in [-1, 1])."""
     import datasets
 
     from lavid.data.clips import read_rows

@@ -1,0 +1,107 @@
+"""Step times of offline RL's three learners, and what a budget of ``evals/offline_rl.py`` costs from them.
+
+Usage:
+    python benchmarks/offline_rl.py [--device cpu|cuda] [--repeats 3] [--threads 2]
+
+Times (median of ``--repeats`` runs of ``--steps`` steps, after warm-up) one SAC update, one step of the
+latent-action world model and one step of the policy in imagination, at the sizes ``evals/offline_rl.py``
+uses (walker-walk: 24-d state, 6-d action; batch 256, hidden 256), and prints the training time of the
+smoke and full budgets per seed (SAC, then two model-based methods) -- the environment and its evaluation
+episodes not included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import torch  # noqa: E402
+
+
+def timed(step, steps: int, repeats: int, sync) -> float:
+    for _ in range(5):
+        step()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        times.append((time.perf_counter() - start) / steps)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from evals.offline_rl import BUDGETS
+    from lavid.control.imagination import LatentPolicy, PolicyConfig, imagine, lambda_returns
+    from lavid.control.latent_action_model import LatentActionModel, LatentModelConfig
+    from lavid.control.offline_data import Normalizer
+    from lavid.control.sac import SAC, SACConfig
+
+    device = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+    obs_dim, action_dim, batch = 24, 6, 256
+
+    agent = SAC(obs_dim, action_dim, SACConfig(), device=device)
+    sac_batch = {"state": torch.randn(batch, obs_dim), "action": torch.rand(batch, action_dim) * 2 - 1,
+                 "reward": torch.rand(batch), "next_state": torch.randn(batch, obs_dim)}
+    sac_s = timed(lambda: agent.update(sac_batch), args.steps, args.repeats, sync)
+
+    model_config = LatentModelConfig()
+    model = LatentActionModel(obs_dim, action_dim, model_config,
+                              Normalizer(torch.zeros(obs_dim), torch.ones(obs_dim))).to(device)
+    optim = torch.optim.Adam(model.parameters(), lr=1e-3)
+    obs, nxt, rew = (torch.randn(batch, obs_dim, device=device), torch.randn(batch, obs_dim, device=device),
+                     torch.rand(batch, device=device))
+    act = torch.rand(batch, action_dim, device=device) * 2 - 1
+
+    def model_step():
+        loss, _ = model.loss(obs, nxt, rew, (obs, nxt, rew, act))
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+
+    model_s = timed(model_step, args.steps, args.repeats, sync)
+
+    config = PolicyConfig()
+    policy = LatentPolicy(model, config).to(device)
+    actor_optim = torch.optim.Adam(policy.actor.parameters(), lr=config.lr)
+
+    def policy_step():  # the imagination rollout and the actor's update, as train_policy does them
+        states, rewards, kls = imagine(policy, obs, config.horizon)
+        value = policy.critic_target(states).squeeze(-1)
+        returns = lambda_returns(rewards, value, config.gamma, config.lam)
+        loss = (-returns + config.prior_kl * kls).mean()
+        actor_optim.zero_grad(set_to_none=True)
+        loss.backward()
+        actor_optim.step()
+        policy.critic(states[:-1].detach()).pow(2).mean().backward()
+
+    policy_s = timed(policy_step, args.steps, args.repeats, sync)
+    print(f"device {device}, threads {torch.get_num_threads()}, batch {batch}: SAC update {sac_s * 1e3:.1f} ms, "
+          f"latent-action model step {model_s * 1e3:.1f} ms, policy step {policy_s * 1e3:.1f} ms")
+    print("| budget | SAC updates | model + policy steps (×2 methods) | training per seed, min | SAC, min |")
+    print("|---|---|---|---|---|")
+    for name, b in BUDGETS.items():
+        per_seed = 2 * (b["model_steps"] * model_s + b["policy_steps"] * policy_s) / 60
+        print(f"| {name} | {b['expert_steps']} | {b['model_steps']} + {b['policy_steps']} | {per_seed:.1f} | "
+              f"{b['expert_steps'] * sac_s / 60:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
