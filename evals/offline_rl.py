@@ -14,7 +14,7 @@ that split: ``latent`` (the latent-action world model over all episodes + a late
 imagination), ``labeled_only`` (the same on the labeled episodes alone), ``bc`` (behaviour cloning on the
 labeled episodes) and ``random``. Scores are return ÷ 10 over ``--eval-episodes`` simulator episodes.
 Writes ``results.md``, ``results.csv``, ``results.json`` (one row per method), ``runs.jsonl`` (one line per
-method and seed: a rerun skips what is there) and ``curves.png`` (the policies' imagined returns while they
+method and seed: a rerun with the same data and settings skips what is there) and ``curves.png`` (the policies' imagined returns while they
 learn). Observations are the simulator's proprioceptive state.
 """
 
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.control.imagination import PolicyConfig
     from lavid.control.latent_action_model import LatentModelConfig
     from lavid.control.offline_data import OfflineDataError, load_offline, split_labeled
-    from lavid.control.offline_rl import METHODS, BCConfig, OfflineRLConfig, run_method
+    from lavid.control.offline_rl import METHODS, BCConfig, OfflineRLConfig, check_task_matches, run_method
     from lavid.data.sim import SimError, check_task
 
     try:
@@ -205,9 +205,16 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         start = time.time()
-        episodes = load_offline(make_data(args, b, out))
+        data = make_data(args, b, out)
+        episodes = load_offline(data)
+        check_task_matches(episodes, args.task, args.action_repeat)
+        # a rerun reuses a method-seed only when it was trained the same way on the same data
+        signature = json.dumps({"data": str(Path(data).resolve()), "config": asdict(config), "task": args.task,
+                                "labeled_fraction": args.labeled_fraction, "eval_episodes": b["eval_episodes"],
+                                "action_repeat": args.action_repeat}, sort_keys=True)
         log_path = out / "runs.jsonl"
         rows = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+        rows = [r for r in rows if r.get("signature") == signature and r["seed"] < b["seeds"]]
         done = {(r["method"], r["seed"]) for r in rows}
         labeled_episodes = 0
         for seed in range(b["seeds"]):
@@ -218,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 row = run_method(method, split, config, args.task, seed, b["eval_episodes"], args.action_repeat,
                                  progress=not args.no_progress)
+                row["signature"] = signature
                 print(f"{method} seed {seed}: score {row['score']:.1f} ({row['train_s']:.0f} s)", flush=True)
                 rows.append(row)
                 with open(log_path, "a") as f:

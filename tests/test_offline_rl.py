@@ -286,6 +286,12 @@ def test_offline_rl_eval_end_to_end_and_resume(tmp_path):
     again = run_offline_eval(out, "--data", str(replay), "--labeled-fraction", "0.34", "--methods", "latent,bc,random")
     assert again.returncode == 0 and "seed 0: score" not in again.stdout  # nothing retrained
     assert len((out / "runs.jsonl").read_text().splitlines()) == 6
+    other = run_offline_eval(out, "--data", str(replay), "--labeled-fraction", "0.34", "--methods", "bc",
+                             "--bc-steps", "11")  # other settings: retrained, old rows not reported
+    assert other.returncode == 0 and "bc seed 1: score" in other.stdout
+    assert [r["method"] for r in json.loads((out / "results.json").read_text())["methods"]] == ["bc"]
+    wrong = run_offline_eval(tmp_path / "w", "--data", str(replay), "--methods", "bc", "--task", "walker-walk")
+    assert wrong.returncode == 2 and "another task" in wrong.stderr
 
 
 def test_offline_rl_eval_rejects_bad_input(tmp_path):

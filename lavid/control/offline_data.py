@@ -73,6 +73,9 @@ def load_trajectories(root: str | os.PathLike) -> list[OfflineEpisode]:
 
     root = Path(root)
     table = episode_table(root)
+    tasks = sorted(set(table["task"]))
+    if len(tasks) > 1:
+        raise OfflineDataError(f"{root} mixes tasks ({', '.join(tasks)}); offline RL learns one task's data")
     steps = datasets.load_from_disk(str(root / "steps"))
     if "reward" not in steps.column_names:
         raise OfflineDataError(f"{root} has no reward column: offline RL needs rewards")

@@ -118,6 +118,21 @@ def evaluate_policy(policy, task: str, episodes: int, seed: int, action_repeat: 
             env.close()
 
 
+def check_task_matches(episodes: list[OfflineEpisode], task: str, action_repeat: int) -> None:
+    """The data's observation and action sizes must be ``task``'s, or its policies cannot act there."""
+    env = SimEnv(task, seed=0, action_repeat=action_repeat)
+    try:
+        state_dim, action_dim = env.reset_state().shape[0], env.action_dim
+    finally:
+        env.close()
+    obs_dim = episodes[0].obs.shape[1]
+    data_actions = {ep.action.shape[1] for ep in episodes if ep.labeled}
+    if obs_dim != state_dim or data_actions - {action_dim}:
+        raise OfflineDataError(
+            f"the data has {obs_dim}-d observations and {sorted(data_actions)}-d actions, but {task} has "
+            f"{state_dim}-d states and {action_dim}-d actions: is it data of another task?")
+
+
 def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLConfig, task: str, seed: int,
                eval_episodes: int, action_repeat: int, progress: bool = False) -> dict:
     """Train ``method`` on ``episodes`` (already split) with ``seed`` and score it; returns a result row."""
