@@ -33,6 +33,24 @@ def test_state_of_wrong_length_names_the_task():
         pose_groups("reacher-easy", 5)
 
 
+def test_a_machine_without_the_simulator_gets_a_state_probe_error(monkeypatch):
+    """A GPU machine without dm_control trained a run, then the probe's SimError failed the finished run:
+    it is now a StateProbeError, which the probe after training reports and skips."""
+    import lavid.data.sim as sim
+    from lavid.metrics.state_probe import observation_layout
+
+    def no_renderer():
+        raise sim.SimError("MuJoCo cannot render headless; tried MUJOCO_GL=egl: no dm_control")
+
+    monkeypatch.setattr(sim, "ensure_renderer", no_renderer)
+    observation_layout.cache_clear()
+    try:
+        with pytest.raises(StateProbeError, match="cheetah-run.*simulator.*cannot start.*no dm_control"):
+            pose_groups("cheetah-run", 17)
+    finally:
+        observation_layout.cache_clear()  # later tests read the real layout
+
+
 def _episodes(features_of, count=16, length=40, seed=0):
     generator = torch.Generator().manual_seed(seed)
     out = []

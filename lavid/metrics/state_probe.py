@@ -45,10 +45,14 @@ def observation_layout(task: str) -> tuple[tuple[str, int, int], ...]:
 
     Read from the task's own observation spec (the order :meth:`lavid.data.sim.SimEnv.proprio` flattens in).
     """
-    from lavid.data.sim import SimEnv, ensure_renderer
+    from lavid.data.sim import SimEnv, SimError, ensure_renderer
 
-    ensure_renderer()
-    env = SimEnv(task, seed=0, size=8)
+    try:  # the layout comes from the task's own observation spec: it needs the simulator
+        ensure_renderer()
+        env = SimEnv(task, seed=0, size=8)
+    except SimError as error:
+        raise StateProbeError(f"the state probe reads task {task}'s observation layout from the simulator, "
+                              f"which cannot start here: {error}") from None
     try:
         env.reset()
         layout, start = [], 0
