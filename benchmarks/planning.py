@@ -16,7 +16,7 @@ rows plans against a nearly free quadratic cost: the planner's own time.
 
 Usage:
     python benchmarks/planning.py [--episodes 16] [--repeats 5] [--threads 1] [--methods cem mppi]
-        [--samples 256] [--iterations 4] [--horizon 3] [--chunk 0] [--config configs/tiny.yaml]
+        [--samples 256] [--iterations 4] [--horizon 3] [--chunk 0] [--config configs/tiny.yaml] [--device cpu]
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ CONTEXT_STEPS = 4
 class QuadraticCost:
     """Squared distance to a random per-episode target ``[E, H, A]``: nearly free, so the planner's own time."""
 
-    def __init__(self, episodes: int, horizon: int, seed: int) -> None:
+    def __init__(self, episodes: int, horizon: int, seed: int, device: torch.device) -> None:
         generator = torch.Generator().manual_seed(seed + 2)
-        self.targets = torch.rand(episodes, horizon, ACTION_DIM, generator=generator) * 2 - 1
+        self.targets = (torch.rand(episodes, horizon, ACTION_DIM, generator=generator) * 2 - 1).to(device)
 
     def __call__(self, actions: torch.Tensor, episodes: torch.Tensor) -> torch.Tensor:
         return (actions - self.targets[episodes][:, None]).pow(2).sum(dim=(-2, -1))
@@ -69,26 +69,32 @@ def world_model(config_path: str, seed: int) -> LatentActionWorldModel:
 
 
 def goal_cost(model: LatentActionWorldModel, episodes: int, seed: int, chunk: int = 0) -> GoalCost:
+    """Random contexts, past actions and goals (drawn on the CPU, then moved to the model's device)."""
     generator = torch.Generator().manual_seed(seed + 1)
     tokens, dim = model.encoder.num_tokens, model.encoder.dim
-    context = torch.randn(episodes, CONTEXT_STEPS, tokens, dim, generator=generator)
-    past_actions = torch.rand(episodes, CONTEXT_STEPS - 1, model.cond_dim, generator=generator) * 2 - 1
-    goal = torch.randn(episodes, tokens, dim, generator=generator)
+    device = next(model.parameters()).device
+    context = torch.randn(episodes, CONTEXT_STEPS, tokens, dim, generator=generator).to(device)
+    past_actions = (torch.rand(episodes, CONTEXT_STEPS - 1, model.cond_dim, generator=generator) * 2 - 1).to(device)
+    goal = torch.randn(episodes, tokens, dim, generator=generator).to(device)
     return GoalCost(ActionDynamics(model, None, ACTION_DIM), context, past_actions, goal, chunk=chunk)
 
 
-def compare(cost: GoalCost | QuadraticCost, config: PlannerConfig, episodes: int, repeats: int) -> dict[str, float]:
+def compare(cost: GoalCost | QuadraticCost, config: PlannerConfig, episodes: int, repeats: int,
+            device: torch.device) -> dict[str, float]:
     """Both planners, interleaved; medians in ms, and how far apart their plans are."""
-    low, high = -torch.ones(ACTION_DIM), torch.ones(ACTION_DIM)
+    low, high = -torch.ones(ACTION_DIM, device=device), torch.ones(ACTION_DIM, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     planners = {"batched": plan, "looped": plan_looped}
     times: dict[str, list[float]] = {name: [] for name in planners}
     plans: dict[str, Plan] = {}
     with torch.no_grad():
         for run in range(repeats + 1):  # the first is a warm-up
             for name, planner in planners.items():
-                generators = seeded_generators(range(episodes))
+                generators = seeded_generators(range(episodes), device)
+                sync()
                 start = time.perf_counter()
                 plans[name] = planner(cost, low, high, config, generators)
+                sync()
                 if run:
                     times[name].append((time.perf_counter() - start) * 1e3)
     batched, looped = (statistics.median(times[name]) for name in planners)
@@ -109,16 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizon", type=int, default=PlannerConfig.horizon)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="whose model (default configs/tiny.yaml)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--chunk", type=int, default=0,
                         help="world-model rollouts per model call inside the cost (default 0: all at once)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = world_model(args.config, args.seed)
+    device = torch.device(args.device)
+    model = world_model(args.config, args.seed).to(device)
     costs = {"world model": goal_cost(model, args.episodes, args.seed, args.chunk),
-             "quadratic (planner alone)": QuadraticCost(args.episodes, args.horizon, args.seed)}
+             "quadratic (planner alone)": QuadraticCost(args.episodes, args.horizon, args.seed, device)}
     print(f"{args.episodes} episodes, {args.samples} samples, {args.iterations} iterations, horizon {args.horizon}, "
           f"context {CONTEXT_STEPS} steps of {model.encoder.num_tokens}×{model.encoder.dim}, actions {ACTION_DIM}; "
-          f"torch {torch.__version__}, {args.threads} thread(s); rollouts per model call: {args.chunk or 'all'}; "
+          f"torch {torch.__version__}, {device}, {args.threads} CPU thread(s); rollouts per model call: {args.chunk or 'all'}; "
           f"medians of {args.repeats}\n")
     print("| cost | method | batched ms / plan | looped ms / plan | speed-up | max abs Δ actions | max abs Δ cost "
           "| mean cost |")
@@ -126,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     for (cost_name, cost), method in itertools.product(costs.items(), args.methods):
         config = PlannerConfig(method=method, samples=args.samples, iterations=args.iterations, horizon=args.horizon,
                                elites=min(PlannerConfig.elites, args.samples))
-        row = compare(cost, config, args.episodes, args.repeats)
+        row = compare(cost, config, args.episodes, args.repeats, device)
         print(f"| {cost_name} | {method} | {row['batched']:.1f} | {row['looped']:.1f} | {row['speedup']:.2f}× "
               f"| {row['difference']:.3g} | {row['cost_difference']:.3g} | {row['cost']:.4g} |", flush=True)
     return 0
