@@ -69,7 +69,7 @@ def ensure_default_data(config: DataConfig) -> None:
     """Build the embedded default dataset (``data_prep/dmc.py --preset mix``) when it is asked for and missing."""
     if config.data != DEFAULT_DATA or not config.build_default or is_complete(DEFAULT_DATA):
         return
-    log.info("building the default dataset %s (about 3 minutes on 2 CPU cores)", DEFAULT_DATA)
+    log.info("building the default dataset %s (about 4 minutes on 2 CPU cores)", DEFAULT_DATA)
     command = [sys.executable, str(REPO / "data_prep" / "dmc.py"), "--preset", "mix", "--out", DEFAULT_DATA]
     result = subprocess.run(command)
     if result.returncode != 0:
