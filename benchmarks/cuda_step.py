@@ -17,6 +17,7 @@ non-finite loss.
 
 Usage:
     python benchmarks/cuda_step.py [--sizes paper,tiny] [--repeats 10] [--out results.json]
+    python benchmarks/cuda_step.py --device cpu --sizes tiny --repeats 1   # only checks that it runs
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def measure(model, inputs: dict, precision: str, repeats: int, device: torch.dev
     def sync() -> None:
         if cuda:
             torch.cuda.synchronize(device)
+
     generator = torch.Generator(device=device).manual_seed(0)
 
     def step() -> torch.Tensor:
