@@ -24,8 +24,8 @@ from lavid.core.cli import fail, setup_logging  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a trained run folder with a latent family")
-    parser.add_argument("--train-clips", type=int, default=600, help="training clips the probes are fit on")
-    parser.add_argument("--clips", type=int, default=300, help="held-out clips scored (default 300)")
+    parser.add_argument("--train-clips", type=int, default=3000, help="training clips the probes are fit on (default 3000)")
+    parser.add_argument("--clips", type=int, default=1000, help="held-out clips scored (default 1000)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)

@@ -217,6 +217,23 @@ def test_condition_and_stride_config_errors_name_the_key(tmp_path, sim_data):
     assert resolve_action_dim(load_config(TrainConfig, None, [*action, "model.action_dim=3"])).model.action_dim == 3
 
 
+def test_action_probe_skips_video_data_without_loading_clips(tmp_path, monkeypatch):
+    """Videos have no actions: the probe after training returns nothing before it loads thousands of clips."""
+    from conftest import write_video
+
+    import lavid.data.eval_data as eval_data
+    from lavid.data.video_index import VideoIndexConfig, build_video_dataset
+    from lavid.metrics.latent_evals import action_probe
+    from lavid.models.world_model import LatentActionWorldModel
+
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "a.mp4", num_frames=20, width=64, height=48)
+    build_video_dataset(tmp_path / "videos", tmp_path / "index", VideoIndexConfig(clip_len=4, size=32), progress=False)
+    config = load_config(TrainConfig, None, [*TINY, f"data={tmp_path / 'index'}"])
+    monkeypatch.setattr(eval_data, "load_split", lambda *a, **k: pytest.fail("loaded the clips of a video dataset"))
+    assert action_probe(LatentActionWorldModel(config.model), config.data) == {}
+
+
 def test_action_conditioned_run_reports_ratio_and_gain_and_reloads(sim_data, tmp_path):
     from lavid.training.runs import load_run
 

@@ -182,20 +182,27 @@ def probe_metrics(model, train: EvalClips, train_states: torch.Tensor, heldout: 
 
 
 @torch.no_grad()
-def action_probe(model, data_config, train_clips: int = 600, heldout_clips: int = 300,
+def action_probe(model, data_config, train_clips: int = 3000, heldout_clips: int = 1000,
                  seed: int = 0) -> dict[str, dict[str, float]]:
     """Is z the action? Per task, ridge probes to the true actions of each transition, fit on training
     clips and scored (R²) on held-out clips of ``data_config``'s split: from the IDM latent z, and from
     the model's own feature change ``s_t+1 − s_t`` (what the two frames show of the action at all).
 
+    The clips' frames are held in memory while they are encoded (3,000 clips of 8 frames at 64² are
+    0.3 GB). On the default data 600 / 300 clips gave noisy, low figures (finger 0.29, cartpole −0.29
+    where 3,000 / 1,000 give 0.31 and −0.02; more changes nothing: BENCHMARKS.md).
+
     Returns:
         ``{task: {"z": R², "change": R², "train": transitions, "heldout": transitions}}``; empty when no
         clip has actions on both sides of the split (videos) or the model infers no latent.
     """
+    from lavid.data.clips import ClipDataset
     from lavid.data.eval_data import load_split
 
     if model.action_conditioned or model.idm is None:
         return {}
+    if not any("action" in ClipDataset(path, columns=["action"]).step_columns for path, _ in data_config.sources()):
+        return {}  # videos: no clip has actions, so do not load and encode thousands of clips for nothing
     tubelet = model.config.encoder.tubelet
 
     def transitions(split: str, count: int) -> dict[str, tuple[torch.Tensor, ...]]:
