@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = {
     # expert steps, dataset episodes (rolled-out kinds), model / policy / bc steps, eval episodes, seeds
     "smoke": {"expert_steps": 20_000, "episodes": 40, "model_steps": 2_000, "policy_steps": 2_000,
-              "bc_steps": 2_000, "eval_episodes": 5, "seeds": 3},
+              "bc_steps": 2_000, "eval_episodes": 20, "seeds": 3},
     "full": {"expert_steps": 500_000, "episodes": 200, "model_steps": 50_000, "policy_steps": 50_000,
-             "bc_steps": 20_000, "eval_episodes": 10, "seeds": 5},
+             "bc_steps": 20_000, "eval_episodes": 20, "seeds": 5},
 }
 
 REFERENCE = {
@@ -50,6 +50,8 @@ REFERENCE = {
 }
 
 DATASETS = ("medium-replay", "medium", "expert", "random")
+
+MODEL_METRICS = ("dynamics_vs_copy", "latent_gain", "decoder_r2")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,8 +72,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--expert-steps", type=int, default=None)
     parser.add_argument("--episodes", type=int, default=None, help="episodes to roll out for medium/expert/random")
     parser.add_argument("--noise", type=float, default=0.2, help="exploration noise of medium/expert rollouts")
+    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                        help="config overrides, e.g. model.beta=1e-4 policy.horizon=10 (sections: model, policy, bc)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
+
+
+def make_config(b: dict, overrides: list[str]):
+    """The budget's :class:`OfflineRLConfig` with ``SECTION.KEY=VALUE`` overrides (an unknown key or a value of
+    the wrong type is a ValueError naming it)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from lavid.control.imagination import PolicyConfig
+    from lavid.control.latent_action_model import LatentModelConfig
+    from lavid.control.offline_rl import BCConfig, OfflineRLConfig
+
+    config = OfflineRLConfig(LatentModelConfig(steps=b["model_steps"]), PolicyConfig(steps=b["policy_steps"]),
+                             BCConfig(steps=b["bc_steps"]))
+    if overrides:
+        malformed = [o for o in overrides if "=" not in o]
+        if malformed:
+            raise ValueError(f"--set takes SECTION.KEY=VALUE, got {malformed[0]!r}")
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(config), OmegaConf.from_dotlist(overrides))
+            config = OmegaConf.to_object(merged)
+        except OmegaConfBaseException as error:
+            key = getattr(error, "full_key", None) or "?"
+            raise ValueError(f"--set {key}: {str(error).splitlines()[0]}") from None
+    config.validate()
+    return config
 
 
 def budget(args: argparse.Namespace) -> dict:
@@ -134,6 +164,9 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
             "unlabeled_transitions": mine[0]["unlabeled_transitions"],
             "train_s_mean": round(float(np.mean([r["train_s"] for r in mine])), 1),
         })
+        for key in MODEL_METRICS:  # the model's held-out checks (lavid/control/model_evals.py), where trained
+            values = [r["model"][key] for r in mine if "model" in r]
+            table[-1][key] = round(float(np.mean(values)), 3) if values else ""
     return table
 
 
@@ -170,11 +203,16 @@ def write_results(out: Path, table: list[dict], args: argparse.Namespace, b: dic
         f"labeled_fraction {args.labeled_fraction}), {args.budget} budget, {b['seeds']} seeds × "
         f"{b['eval_episodes']} evaluation episodes; score = return ÷ 10; observations: proprioceptive state",
         "",
-        "| method | score (mean ± std over seeds) | labeled transitions | unlabeled transitions | train s |",
-        "|---|---|---|---|---|",
+        "| method | score (mean ± std over seeds) | labeled transitions | unlabeled transitions | train s | "
+        "model one-step ÷ copy | latent gain | decoder R² |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {r['method']} | {r['score_mean']:.1f} ± {r['score_std']:.1f} | {r['labeled_transitions']} | "
-              f"{r['unlabeled_transitions']} | {r['train_s_mean']:.0f} |" for r in table]
+              f"{r['unlabeled_transitions']} | {r['train_s_mean']:.0f} | "
+              + " | ".join(f"{r[k]:.3f}" if r[k] != "" else "" for k in MODEL_METRICS) + " |" for r in table]
+    lines += ["", "Model columns: the latent-action model on the unlabeled episodes, their true actions used for "
+                  "scoring only (one-step error ÷ copying the observation; error with shuffled latents ÷ with the "
+                  "IDM's; R² of the actions decoded from the IDM's latent)."]
     if reference is not None:
         lines += ["", f"The control paper's latent-action score on {args.task} {args.dataset} (pixels, full data): "
                       f"{reference}"]
@@ -184,10 +222,8 @@ def write_results(out: Path, table: list[dict], args: argparse.Namespace, b: dic
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
-    from lavid.control.imagination import PolicyConfig
-    from lavid.control.latent_action_model import LatentModelConfig
     from lavid.control.offline_data import OfflineDataError, load_offline, split_labeled
-    from lavid.control.offline_rl import METHODS, BCConfig, OfflineRLConfig, check_task_matches, run_method
+    from lavid.control.offline_rl import METHODS, check_task_matches, run_method
     from lavid.data.sim import SimError, check_task
 
     try:
@@ -199,9 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown method(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(METHODS)}")
         if not 0 < args.labeled_fraction <= 1:
             raise ValueError(f"--labeled-fraction must be in (0, 1], got {args.labeled_fraction}")
-        config = OfflineRLConfig(LatentModelConfig(steps=b["model_steps"]), PolicyConfig(steps=b["policy_steps"]),
-                                 BCConfig(steps=b["bc_steps"]))
-        config.validate()
+        config = make_config(b, args.set)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         start = time.time()
@@ -220,11 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(b["seeds"]):
             split = split_labeled(episodes, args.labeled_fraction, seed=seed)
             labeled_episodes = sum(ep.labeled for ep in split)
+            # the unlabeled episodes with their actions, to score the models' decoders (never trained on)
+            probe = [ep for ep, kept in zip(episodes, split) if not kept.labeled]
             for method in methods:
                 if (method, seed) in done:
                     continue
                 row = run_method(method, split, config, args.task, seed, b["eval_episodes"], args.action_repeat,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, probe=probe)
                 row["signature"] = signature
                 print(f"{method} seed {seed}: score {row['score']:.1f} ({row['train_s']:.0f} s)", flush=True)
                 rows.append(row)

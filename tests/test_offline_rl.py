@@ -127,6 +127,7 @@ def test_train_expert_rejects_bad_arguments(tmp_path):
 
 from lavid.control.imagination import PolicyConfig, lambda_returns, train_policy  # noqa: E402
 from lavid.control.latent_action_model import LatentModelConfig, train_latent_model  # noqa: E402
+from lavid.control.model_evals import model_metrics  # noqa: E402
 from lavid.control.offline_data import (  # noqa: E402
     OfflineDataError, OfflineEpisode, Transitions, load_offline, split_labeled,
 )
@@ -188,6 +189,24 @@ def test_action_decoder_recovers_actions_through_the_idm_latent():
         decoded = model.decode(x, model.idm(torch.cat([x, xn], -1))[0]).numpy()
     r2 = 1 - ((decoded - truth) ** 2).sum() / ((truth - truth.mean(0)) ** 2).sum()
     assert r2 > 0.8, r2
+    metrics = model_metrics(model, held)  # the same check, as evals/offline_rl.py reports it
+    assert metrics["decoder_r2"] == pytest.approx(r2, abs=1e-4)
+    assert metrics["decoder_r2_action_z"] > 0.8 and metrics["dynamics_vs_copy"] < 0.2 and metrics["latent_gain"] > 5
+    untrained = train_latent_model(Transitions.from_episodes(split), LatentModelConfig(steps=1, batch_size=8, hidden=8),
+                                   seed=0)
+    assert model_metrics(untrained, held)["decoder_r2"] < 0.3
+    with pytest.raises(OfflineDataError, match="actions"):
+        model_metrics(model, [s for s in split if not s.labeled])
+
+
+def test_decoder_can_read_the_posterior_mean():
+    """``decode_mean``: the decoder is trained on the latents' means rather than samples; it still decodes."""
+    episodes = point_mass_episodes(40)
+    split = split_labeled(episodes, 0.2, seed=0)
+    config = LatentModelConfig(steps=600, batch_size=128, hidden=64, latent_dim=4, decode_mean=True)
+    model = train_latent_model(Transitions.from_episodes(split), config, seed=0)
+    held = [ep for ep, s in zip(episodes, split) if not s.labeled]
+    assert model_metrics(model, held)["decoder_r2"] > 0.8
 
 
 def test_lambda_returns_and_imagined_rollouts():
@@ -280,6 +299,8 @@ def test_offline_rl_eval_end_to_end_and_resume(tmp_path):
     latent = result["methods"][0]
     assert latent["seeds"] == 2 and latent["labeled_transitions"] == 125 and latent["unlabeled_transitions"] == 250
     assert result["methods"][2]["labeled_transitions"] == 0
+    assert np.isfinite(latent["latent_gain"]) and latent["decoder_r2"] <= 1 and result["methods"][1]["decoder_r2"] == ""
+    assert "latent gain" in (out / "results.md").read_text()
     assert len((out / "runs.jsonl").read_text().splitlines()) == 6
     for name in ("results.md", "results.csv", "curves.png"):
         assert (out / name).exists()
@@ -292,6 +313,11 @@ def test_offline_rl_eval_end_to_end_and_resume(tmp_path):
     assert [r["method"] for r in json.loads((out / "results.json").read_text())["methods"]] == ["bc"]
     wrong = run_offline_eval(tmp_path / "w", "--data", str(replay), "--methods", "bc", "--task", "walker-walk")
     assert wrong.returncode == 2 and "another task" in wrong.stderr
+    overridden = run_offline_eval(tmp_path / "s", "--data", str(replay), "--labeled-fraction", "0.34", "--methods", "bc",
+                                  "--seeds", "1", "--set", "bc.hidden=8", "model.decode_mean=true")
+    assert overridden.returncode == 0, overridden.stderr
+    config = json.loads((tmp_path / "s" / "results.json").read_text())["config"]
+    assert config["bc"]["hidden"] == 8 and config["model"]["decode_mean"] is True and config["bc"]["steps"] == 10
 
 
 def test_offline_rl_eval_rejects_bad_input(tmp_path):
@@ -301,6 +327,11 @@ def test_offline_rl_eval_rejects_bad_input(tmp_path):
     assert bad.returncode == 2 and "labeled-fraction" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_offline_eval(tmp_path / "c", "--methods", "latent,dqn")
     assert bad.returncode == 2 and "dqn" in bad.stderr
+    for override, named in (("model.bogus=1", "bogus"), ("policy.horizon=many", "horizon"), ("policy.horizon=0", "horizon"),
+                            ("bc.hidden", "SECTION.KEY=VALUE")):
+        bad = run_offline_eval(tmp_path / "d", "--set", override)
+        assert bad.returncode == 2 and named in bad.stderr and "Traceback" not in bad.stderr, (override, bad.stderr)
+        assert not (tmp_path / "d" / "agent").exists()  # stopped before any work
 
 
 def test_a_trained_policy_makes_a_dataset_that_offline_rl_reads(tmp_path):

@@ -34,6 +34,7 @@ class LatentModelConfig:
     steps: int = 4000
     batch_size: int = 256
     lr: float = 1e-3
+    decode_mean: bool = False
 
     def validate(self, prefix: str = "model.") -> None:
         for name in ("latent_dim", "hidden", "steps", "batch_size"):
@@ -125,7 +126,10 @@ class LatentActionModel(nn.Module):
             pred_a, r_a = self.step(lx, z_act)
             dyn_a = F.mse_loss(pred_a, lx_next)
             rew_a = F.mse_loss(r_a, lr)
-            decoded = F.mse_loss(self.decode(lx, z_act), la) + F.mse_loss(self.decode(lx, sample(q_idm_l)), la)
+            if cfg.decode_mean:
+                decoded = F.mse_loss(self.decode(lx, q_act[0]), la) + F.mse_loss(self.decode(lx, q_idm_l[0]), la)
+            else:
+                decoded = F.mse_loss(self.decode(lx, z_act), la) + F.mse_loss(self.decode(lx, sample(q_idm_l)), la)
             align = kl(q_act, q_idm_l).mean()
             total = total + dyn_a + cfg.reward * rew_a + cfg.decoder * decoded + cfg.align * align \
                 + cfg.beta * kl(q_act, self.prior(lx)).mean()

@@ -25,6 +25,7 @@ from torch import nn
 
 from lavid.control.imagination import PolicyConfig, train_policy
 from lavid.control.latent_action_model import LatentModelConfig, mlp, train_latent_model
+from lavid.control.model_evals import model_metrics
 from lavid.control.offline_data import Normalizer, OfflineDataError, OfflineEpisode, Transitions
 from lavid.data.sim import SimEnv
 
@@ -134,8 +135,12 @@ def check_task_matches(episodes: list[OfflineEpisode], task: str, action_repeat:
 
 
 def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLConfig, task: str, seed: int,
-               eval_episodes: int, action_repeat: int, progress: bool = False) -> dict:
-    """Train ``method`` on ``episodes`` (already split) with ``seed`` and score it; returns a result row."""
+               eval_episodes: int, action_repeat: int, progress: bool = False,
+               probe: list[OfflineEpisode] | None = None) -> dict:
+    """Train ``method`` on ``episodes`` (already split) with ``seed`` and score it; returns a result row.
+
+    ``probe``: the unlabeled episodes with their actions given back, for scoring the latent-action model
+    only (:func:`~lavid.control.model_evals.model_metrics`, the row's ``model`` entry); never trained on."""
     if method not in METHODS:
         raise OfflineDataError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     data = Transitions.from_episodes(episodes)
@@ -151,6 +156,8 @@ def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLCon
         policy, history = train_policy(model, starts, config.policy, seed, progress=progress)
         extra = {"imagined_return": history[-1]["imagined_return"], "prior_kl": history[-1]["prior_kl"],
                  "history": history}
+        if probe:
+            extra["model"] = model_metrics(model, probe, seed)
     train_s = time.time() - start
     scores = evaluate_policy(policy, task, eval_episodes, seed=10_000 + seed, action_repeat=action_repeat)
     used = 0 if method == "random" else len(data.labeled)
