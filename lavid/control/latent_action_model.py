@@ -35,7 +35,7 @@ class LatentModelConfig:
     batch_size: int = 256
     lr: float = 1e-3
     # decode the posteriors' means, not samples: the decoder then reads z rather than memorising o from the
-    # few labeled states (held-out R² -0.04 -> 0.36 on walker), but the policy scored no better (BENCHMARKS.md)
+    # few labeled states (held-out R² -0.04 -> 0.36 on walker), but the policy scored lower (BENCHMARKS.md)
     decode_mean: bool = False
 
     def validate(self, prefix: str = "model.") -> None:

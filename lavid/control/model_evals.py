@@ -24,7 +24,8 @@ from lavid.control.offline_data import OfflineDataError, OfflineEpisode, Transit
 
 
 def r2_score(pred: torch.Tensor, truth: torch.Tensor) -> float:
-    """``1 - SS_res / SS_tot`` over all entries of ``[N, A]``, each column centred on its own mean."""
+    """``1 - SS_res / SS_tot`` pooled over all entries of ``[N, A]``, each column centred on its own mean (one
+    number for the whole action; :func:`lavid.metrics.probe.r2_scores` gives one per dimension)."""
     total = (truth - truth.mean(0)).pow(2).sum()
     return float(1 - (pred - truth).pow(2).sum() / total.clamp_min(1e-12))
 
