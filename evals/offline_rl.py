@@ -79,29 +79,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_config(b: dict, overrides: list[str]):
-    """The budget's :class:`OfflineRLConfig` with ``SECTION.KEY=VALUE`` overrides (an unknown key or a value of
-    the wrong type is a ValueError naming it)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    """The budget's :class:`OfflineRLConfig` with ``SECTION.KEY=VALUE`` overrides, built and validated by the
+    project's config loader (an unknown key or a bad value is a ValueError naming it)."""
+    from lavid.control.offline_rl import OfflineRLConfig
+    from lavid.core.config import ConfigError, load_config
 
-    from lavid.control.imagination import PolicyConfig
-    from lavid.control.latent_action_model import LatentModelConfig
-    from lavid.control.offline_rl import BCConfig, OfflineRLConfig
-
-    config = OfflineRLConfig(LatentModelConfig(steps=b["model_steps"]), PolicyConfig(steps=b["policy_steps"]),
-                             BCConfig(steps=b["bc_steps"]))
-    if overrides:
-        malformed = [o for o in overrides if "=" not in o]
-        if malformed:
-            raise ValueError(f"--set takes SECTION.KEY=VALUE, got {malformed[0]!r}")
-        try:
-            merged = OmegaConf.merge(OmegaConf.structured(config), OmegaConf.from_dotlist(overrides))
-            config = OmegaConf.to_object(merged)
-        except OmegaConfBaseException as error:
-            key = getattr(error, "full_key", None) or "?"
-            raise ValueError(f"--set {key}: {str(error).splitlines()[0]}") from None
-    config.validate()
-    return config
+    steps = [f"model.steps={b['model_steps']}", f"policy.steps={b['policy_steps']}", f"bc.steps={b['bc_steps']}"]
+    try:
+        return load_config(OfflineRLConfig, None, steps + list(overrides))
+    except ConfigError as error:
+        raise ValueError(f"--set SECTION.KEY=VALUE: {error}") from None
 
 
 def budget(args: argparse.Namespace) -> dict:

@@ -36,7 +36,8 @@ class PolicyConfig:
     lr: float = 3e-4
     tau: float = 0.01
 
-    def validate(self, prefix: str = "policy.") -> None:
+    def validate(self, prefix: str = "policy") -> None:
+        prefix = f"{prefix}." if prefix else ""
         for name in ("hidden", "horizon", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise OfflineDataError(f"{prefix}{name} must be >= 1, got {getattr(self, name)}")

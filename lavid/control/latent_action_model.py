@@ -38,7 +38,8 @@ class LatentModelConfig:
     # few labeled states (held-out R² -0.04 -> 0.36 on walker), but the policy scored lower (BENCHMARKS.md)
     decode_mean: bool = False
 
-    def validate(self, prefix: str = "model.") -> None:
+    def validate(self, prefix: str = "model") -> None:
+        prefix = f"{prefix}." if prefix else ""
         for name in ("latent_dim", "hidden", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise OfflineDataError(f"{prefix}{name} must be >= 1, got {getattr(self, name)}")

@@ -48,9 +48,9 @@ class OfflineRLConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     bc: BCConfig = field(default_factory=BCConfig)
 
-    def validate(self) -> None:
-        self.model.validate()
-        self.policy.validate()
+    def validate(self, prefix: str = "") -> None:
+        """The ``bc`` section; :func:`lavid.core.config.load_config` validates ``model`` and ``policy`` with their
+        own ``validate``."""
         for name in ("hidden", "steps", "batch_size"):
             if getattr(self.bc, name) < 1:
                 raise OfflineDataError(f"bc.{name} must be >= 1, got {getattr(self.bc, name)}")
