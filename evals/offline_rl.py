@@ -13,9 +13,11 @@ are split once (``--labeled-fraction`` keep their actions, the rest lose them) a
 that split: ``latent`` (the latent-action world model over all episodes + a latent policy learned in its
 imagination), ``labeled_only`` (the same on the labeled episodes alone), ``bc`` (behaviour cloning on the
 labeled episodes) and ``random``. Scores are return ÷ 10 over ``--eval-episodes`` simulator episodes.
-Writes ``results.md``, ``results.csv``, ``results.json`` (one row per method), ``runs.jsonl`` (one line per
-method and seed: a rerun with the same data and settings skips what is there) and ``curves.png`` (the policies' imagined returns while they
-learn). Observations are the simulator's proprioceptive state.
+Writes ``results.md``, ``results.csv``, ``results.json`` (one row per method; md and json also pair
+``latent`` with each other method seed by seed: the score differences and on how many seeds it is
+ahead), ``runs.jsonl`` (one line per method and seed: a rerun with the same data and settings skips what
+is there) and ``curves.png`` (the policies' imagined returns while they learn). Observations are the
+simulator's proprioceptive state.
 """
 
 from __future__ import annotations
@@ -159,6 +161,26 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
     return table
 
 
+def paired_gaps(rows: list[dict], method: str = "latent") -> list[dict]:
+    """``method`` against each other method on the seeds both ran (the same split and seed): per-seed score
+    differences, their mean and std, and on how many seeds ``method`` was ahead. The issue's comparison is
+    paired, and a gap smaller than the seeds' spread shows here as a split win count."""
+    import numpy as np
+
+    mine = {r["seed"]: r["score"] for r in rows if r["method"] == method}
+    gaps = []
+    for other in dict.fromkeys(r["method"] for r in rows if r["method"] != method):
+        theirs = {r["seed"]: r["score"] for r in rows if r["method"] == other}
+        seeds = sorted(set(mine) & set(theirs))
+        if not seeds:
+            continue
+        diff = [mine[s] - theirs[s] for s in seeds]
+        gaps.append({"method": method, "versus": other, "seeds": seeds, "diff": [round(d, 2) for d in diff],
+                     "diff_mean": round(float(np.mean(diff)), 2), "diff_std": round(float(np.std(diff)), 2),
+                     "ahead": int(sum(d > 0 for d in diff))})
+    return gaps
+
+
 def plot_curves(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -179,10 +201,13 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(out: Path, table: list[dict], args: argparse.Namespace, b: dict, meta: dict) -> None:
+def write_results(out: Path, table: list[dict], args: argparse.Namespace, b: dict, meta: dict,
+                  gaps: list[dict] | None = None) -> None:
     reference = REFERENCE.get((args.task, args.dataset))
+    gaps = gaps or []
     (out / "results.json").write_text(json.dumps({"task": args.task, "dataset": args.dataset, "budget": b,
-                                                  "reference_score": reference, **meta, "methods": table}, indent=2))
+                                                  "reference_score": reference, **meta, "methods": table,
+                                                  "paired": gaps}, indent=2))
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()
@@ -202,6 +227,11 @@ def write_results(out: Path, table: list[dict], args: argparse.Namespace, b: dic
     lines += ["", "Model columns: the latent-action model on the unlabeled episodes, their true actions used for "
                   "scoring only (one-step error ÷ copying the observation; error with shuffled latents ÷ with the "
                   "IDM's; R² of the actions decoded from the IDM's latent)."]
+    if gaps:
+        lines += ["", "Paired by seed (the same split): score differences, per seed and mean ± std.", "",
+                  "| comparison | per seed | mean ± std | ahead on |", "|---|---|---|---|"]
+        lines += [f"| {g['method']} − {g['versus']} | {', '.join(f'{d:+.1f}' for d in g['diff'])} | "
+                  f"{g['diff_mean']:+.1f} ± {g['diff_std']:.1f} | {g['ahead']} of {len(g['seeds'])} seeds |" for g in gaps]
     if reference is not None:
         lines += ["", f"The control paper's latent-action score on {args.task} {args.dataset} (pixels, full data): "
                       f"{reference}"]
@@ -258,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         table = summarise(rows, methods)
         meta = {"episodes": len(episodes), "labeled_episodes": labeled_episodes, "config": asdict(config),
                 "wall_s": round(time.time() - start, 1)}
-        write_results(out, table, args, b, meta)
+        reported = [r for r in rows if r["method"] in methods]
+        write_results(out, table, args, b, meta, paired_gaps(reported) if "latent" in methods else [])
         plot_curves(rows, out / "curves.png")
     except (OfflineDataError, SimError, ValueError, RuntimeError) as error:
         return fail(error)

@@ -301,6 +301,13 @@ def test_offline_rl_eval_end_to_end_and_resume(tmp_path):
     assert result["methods"][2]["labeled_transitions"] == 0
     assert np.isfinite(latent["latent_gain"]) and latent["decoder_r2"] <= 1 and result["methods"][1]["decoder_r2"] == ""
     assert "latent gain" in (out / "results.md").read_text()
+    paired = {g["versus"]: g for g in result["paired"]}  # latent against each baseline, seed by seed
+    assert sorted(paired) == ["bc", "random"] and paired["bc"]["seeds"] == [0, 1]
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    score = {(r["method"], r["seed"]): r["score"] for r in rows}
+    expected = [round(score["latent", s] - score["bc", s], 2) for s in (0, 1)]
+    assert paired["bc"]["diff"] == expected and paired["bc"]["ahead"] == sum(d > 0 for d in expected)
+    assert "latent − bc" in (out / "results.md").read_text()
     assert len((out / "runs.jsonl").read_text().splitlines()) == 6
     for name in ("results.md", "results.csv", "curves.png"):
         assert (out / name).exists()
