@@ -202,9 +202,8 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 def write_results(out: Path, table: list[dict], args: argparse.Namespace, b: dict, meta: dict,
-                  gaps: list[dict] | None = None) -> None:
+                  gaps: list[dict]) -> None:
     reference = REFERENCE.get((args.task, args.dataset))
-    gaps = gaps or []
     (out / "results.json").write_text(json.dumps({"task": args.task, "dataset": args.dataset, "budget": b,
                                                   "reference_score": reference, **meta, "methods": table,
                                                   "paired": gaps}, indent=2))
@@ -288,8 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         table = summarise(rows, methods)
         meta = {"episodes": len(episodes), "labeled_episodes": labeled_episodes, "config": asdict(config),
                 "wall_s": round(time.time() - start, 1)}
-        reported = [r for r in rows if r["method"] in methods]
-        write_results(out, table, args, b, meta, paired_gaps(reported) if "latent" in methods else [])
+        write_results(out, table, args, b, meta, paired_gaps([r for r in rows if r["method"] in methods]))
         plot_curves(rows, out / "curves.png")
     except (OfflineDataError, SimError, ValueError, RuntimeError) as error:
         return fail(error)
