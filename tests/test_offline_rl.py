@@ -209,6 +209,26 @@ def test_decoder_can_read_the_posterior_mean():
     assert model_metrics(model, held)["decoder_r2"] > 0.8
 
 
+def test_cycle_term_trains_the_decoder_on_unlabeled_transitions_through_a_frozen_encoder():
+    """``cycle``: on a batch without labels the decoder learns (decode the IDM's latent, encode it back) and the
+    action encoder, held fixed there, does not; with ``cycle=0`` such a batch leaves the decoder alone."""
+    data = Transitions.from_episodes(split_labeled(point_mass_episodes(8), 0.25, seed=0))
+    grads = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = train_latent_model(data, LatentModelConfig(steps=1, batch_size=8, hidden=16, latent_dim=4, cycle=weight))
+        model.zero_grad()
+        loss, stats = model.loss(data.obs[:64], data.next_obs[:64], data.reward[:64], labeled=None)
+        loss.backward()
+        grads[weight] = {name: sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None)
+                         for name, part in (("decoder", model.action_decoder), ("encoder", model.action_encoder))}
+        assert ("cycle" in stats) == (weight > 0)
+    assert grads[0.0] == {"decoder": 0.0, "encoder": 0.0}
+    assert grads[1.0]["decoder"] > 0 and grads[1.0]["encoder"] == 0.0
+    with pytest.raises(OfflineDataError, match="model.cycle"):
+        LatentModelConfig(cycle=-1.0).validate()
+
+
 def test_lambda_returns_and_imagined_rollouts():
     reward = torch.ones(3, 2)
     value = torch.zeros(4, 2)
