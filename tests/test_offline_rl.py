@@ -209,24 +209,41 @@ def test_decoder_can_read_the_posterior_mean():
     assert model_metrics(model, held)["decoder_r2"] > 0.8
 
 
-def test_cycle_term_trains_the_decoder_on_unlabeled_transitions_through_a_frozen_encoder():
-    """``cycle``: on a batch without labels the decoder learns (decode the IDM's latent, encode it back) and the
-    action encoder, held fixed there, does not; with ``cycle=0`` such a batch leaves the decoder alone."""
+@pytest.mark.parametrize("knob", ["cycle", "pseudo"])
+def test_unlabeled_transitions_train_the_decoder_when_asked(knob):
+    """``cycle`` (decode the IDM's latent, encode it back through the frozen encoder) and ``pseudo`` (decode it
+    towards a supervised IDM's label): on a batch without labels the decoder learns and neither the action
+    encoder nor the supervised IDM does; with the knob at 0 such a batch leaves the decoder alone."""
     data = Transitions.from_episodes(split_labeled(point_mass_episodes(8), 0.25, seed=0))
     grads = {}
     for weight in (0.0, 1.0):
         torch.manual_seed(0)
-        model = train_latent_model(data, LatentModelConfig(steps=1, batch_size=8, hidden=16, latent_dim=4, cycle=weight))
+        model = train_latent_model(data, LatentModelConfig(steps=1, batch_size=8, hidden=16, latent_dim=4,
+                                                           **{knob: weight}))
         model.zero_grad()
         loss, stats = model.loss(data.obs[:64], data.next_obs[:64], data.reward[:64], labeled=None)
         loss.backward()
+        parts = {"decoder": model.action_decoder, "encoder": model.action_encoder, "idm": model.action_idm}
         grads[weight] = {name: sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None)
-                         for name, part in (("decoder", model.action_decoder), ("encoder", model.action_encoder))}
-        assert ("cycle" in stats) == (weight > 0)
+                         for name, part in parts.items() if part is not None}
+        assert (knob in stats) == (weight > 0)
     assert grads[0.0] == {"decoder": 0.0, "encoder": 0.0}
-    assert grads[1.0]["decoder"] > 0 and grads[1.0]["encoder"] == 0.0
-    with pytest.raises(OfflineDataError, match="model.cycle"):
-        LatentModelConfig(cycle=-1.0).validate()
+    assert grads[1.0]["decoder"] > 0 and grads[1.0]["encoder"] == 0.0 and grads[1.0].get("idm", 0.0) == 0.0
+    with pytest.raises(OfflineDataError, match=f"model.{knob}"):
+        LatentModelConfig(**{knob: -1.0}).validate()
+
+
+def test_pseudo_labels_recover_actions_and_the_decoder_still_decodes():
+    """With ``pseudo``, the supervised IDM fitted on 20 % of the episodes labels the others' actions, and the
+    decoder trained towards those labels decodes them from the IDM's latent (both scored on held-out episodes)."""
+    episodes = point_mass_episodes(40)
+    split = split_labeled(episodes, 0.2, seed=0)
+    config = LatentModelConfig(steps=600, batch_size=128, hidden=64, latent_dim=4, pseudo=1.0)
+    model = train_latent_model(Transitions.from_episodes(split), config, seed=0)
+    metrics = model_metrics(model, [ep for ep, s in zip(episodes, split) if not s.labeled])
+    assert metrics["pseudo_label_r2"] > 0.9 and metrics["decoder_r2"] > 0.8, metrics
+    assert "pseudo_label_r2" not in model_metrics(train_latent_model(
+        Transitions.from_episodes(split), LatentModelConfig(steps=1, batch_size=8, hidden=8), seed=0), episodes[:2])
 
 
 def test_lambda_returns_and_imagined_rollouts():

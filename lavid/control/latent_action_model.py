@@ -41,13 +41,17 @@ class LatentModelConfig:
     # the action encoder, frozen, to map that action back onto the IDM's posterior. The decoder then learns in
     # states no labeled episode visited, held to what the labeled data taught the encoder. 0: off.
     cycle: float = 0.0
+    # pseudo-labels: a supervised inverse dynamics model a = g(o, o' - o), fitted on the labeled transitions,
+    # labels every transition, and the decoder learns p(a | o, z) on all of them at this weight (z detached, so
+    # only the decoder's targets change). 0: off.
+    pseudo: float = 0.0
 
     def validate(self, prefix: str = "model") -> None:
         prefix = f"{prefix}." if prefix else ""
         for name in ("latent_dim", "hidden", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise OfflineDataError(f"{prefix}{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("beta", "align", "decoder", "reward", "cycle"):
+        for name in ("beta", "align", "decoder", "reward", "cycle", "pseudo"):
             if getattr(self, name) < 0:
                 raise OfflineDataError(f"{prefix}{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -103,6 +107,8 @@ class LatentActionModel(nn.Module):
         self.dynamics = mlp(obs_dim + z, h, obs_dim)
         self.reward_head = mlp(obs_dim + z, h, 1)
         self.action_decoder = mlp(obs_dim + z, h, action_dim)
+        # built only when used, so that a model without it draws the same random numbers as before
+        self.action_idm = mlp(2 * obs_dim, h, action_dim) if config.pseudo > 0 else None
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs - self.obs_mean) / self.obs_std
@@ -115,6 +121,10 @@ class LatentActionModel(nn.Module):
     def decode(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The real action ``[B, A]`` in [-1, 1] for latent ``z`` in normalised state ``x``."""
         return torch.tanh(self.action_decoder(torch.cat([x, z], dim=-1)))
+
+    def label(self, x: torch.Tensor, x_next: torch.Tensor) -> torch.Tensor:
+        """The supervised IDM's action ``[B, A]`` in [-1, 1] for normalised ``x, x_next [B, O]`` (``pseudo > 0``)."""
+        return torch.tanh(self.action_idm(torch.cat([x, x_next - x], dim=-1)))
 
     def loss(self, obs: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor,
              labeled: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None
@@ -136,6 +146,10 @@ class LatentActionModel(nn.Module):
             cycle = kl(back, target).mean()
             total = total + cfg.cycle * cycle
             stats["cycle"] = cycle.item()
+        if cfg.pseudo > 0:
+            pseudo = F.mse_loss(self.decode(x, sample(q_idm).detach()), self.label(x, x_next).detach())
+            total = total + cfg.pseudo * pseudo
+            stats["pseudo"] = pseudo.item()
         if labeled is not None:
             lo, ln, lr, la = labeled
             lx, lx_next = self.normalize(lo), self.normalize(ln)
@@ -150,6 +164,10 @@ class LatentActionModel(nn.Module):
             else:
                 decoded = F.mse_loss(self.decode(lx, z_act), la) + F.mse_loss(self.decode(lx, sample(q_idm_l)), la)
             align = kl(q_act, q_idm_l).mean()
+            if cfg.pseudo > 0:
+                supervised = F.mse_loss(self.label(lx, lx_next), la)
+                total = total + supervised
+                stats["supervised_idm"] = supervised.item()
             total = total + dyn_a + cfg.reward * rew_a + cfg.decoder * decoded + cfg.align * align \
                 + cfg.beta * kl(q_act, self.prior(lx)).mean()
             stats.update(dynamics_action=dyn_a.item(), decoder=decoded.item(), align=align.item())

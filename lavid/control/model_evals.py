@@ -11,7 +11,8 @@ for scoring only -- they never reach training. The numbers are lavid's headline 
 - ``decoder_r2``: R² of the actions decoded from the IDM's mean latent, ``p(a | o, IDM(o, o'))``, against
   the true actions, pooled over action dimensions (0: no better than the mean action);
 - ``decoder_r2_action_z``: the same from the action encoder's mean latent, ``q(z | o, a)`` -- a round trip
-  a -> z -> a that needs no IDM.
+  a -> z -> a that needs no IDM;
+- ``pseudo_label_r2`` (models with ``pseudo > 0``): R² of the supervised IDM's pseudo-labels ``g(o, o' - o)``.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ def model_metrics(model: LatentActionModel, episodes: list[OfflineEpisode], seed
     copy = F.mse_loss(x, x_next)
     right = F.mse_loss(model.step(x, z)[0], x_next)
     wrong = F.mse_loss(model.step(x, shuffled)[0], x_next)
-    return {
+    metrics = {
         "dynamics_vs_copy": float(right / copy.clamp_min(1e-12)),
         "latent_gain": float(wrong / right.clamp_min(1e-12)),
         "decoder_r2": r2_score(model.decode(x, z), action),
         "decoder_r2_action_z": r2_score(model.decode(x, z_action), action),
     }
+    if model.action_idm is not None:
+        metrics["pseudo_label_r2"] = r2_score(model.label(x, x_next), action)
+    return metrics
