@@ -218,8 +218,8 @@ def test_unlabeled_transitions_train_the_decoder_when_asked(knob):
     grads = {}
     for weight in (0.0, 1.0):
         torch.manual_seed(0)
-        model = train_latent_model(data, LatentModelConfig(steps=1, batch_size=8, hidden=16, latent_dim=4,
-                                                           **{knob: weight}))
+        knobs = {"cycle": 0.0, "pseudo": 0.0, knob: weight}  # the other one off
+        model = train_latent_model(data, LatentModelConfig(steps=1, batch_size=8, hidden=16, latent_dim=4, **knobs))
         model.zero_grad()
         loss, stats = model.loss(data.obs[:64], data.next_obs[:64], data.reward[:64], labeled=None)
         loss.backward()
@@ -243,7 +243,8 @@ def test_pseudo_labels_recover_actions_and_the_decoder_still_decodes():
     metrics = model_metrics(model, [ep for ep, s in zip(episodes, split) if not s.labeled])
     assert metrics["pseudo_label_r2"] > 0.9 and metrics["decoder_r2"] > 0.8, metrics
     assert "pseudo_label_r2" not in model_metrics(train_latent_model(
-        Transitions.from_episodes(split), LatentModelConfig(steps=1, batch_size=8, hidden=8), seed=0), episodes[:2])
+        Transitions.from_episodes(split), LatentModelConfig(steps=1, batch_size=8, hidden=8, pseudo=0.0), seed=0),
+        episodes[:2])
 
 
 def test_lambda_returns_and_imagined_rollouts():

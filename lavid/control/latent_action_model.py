@@ -3,8 +3,10 @@
 On every transition the latent action comes from the inverse dynamics model ``q(z | o, o')``; on labeled
 transitions also from the action encoder ``q(z | o, a)``. Both feed the same dynamics ``o' = o + f(o, z)``
 and reward head ``r(o, z)``, are pulled towards the same prior ``p(z | o)`` and towards each other (the
-alignment term), and an action decoder ``p(a | o, z)`` maps a latent back to a real action. A policy that
-acts in ``z`` is executed through the decoder.
+alignment term), and an action decoder ``p(a | o, z)`` maps a latent back to a real action. By default
+(``pseudo``) a supervised inverse dynamics model ``g(o, o' - o)``, fitted on the labeled transitions, also
+labels the unlabeled ones, so the decoder learns in states no labeled episode visited. A policy that acts
+in ``z`` is executed through the decoder.
 
 Observations are vectors (standardised by a :class:`~lavid.control.offline_data.Normalizer` fitted on
 the data); actions are in [-1, 1]. Shapes: ``B`` batch, ``O`` observation, ``A`` action, ``Z`` latent.
@@ -43,8 +45,10 @@ class LatentModelConfig:
     cycle: float = 0.0
     # pseudo-labels: a supervised inverse dynamics model a = g(o, o' - o), fitted on the labeled transitions,
     # labels every transition, and the decoder learns p(a | o, z) on all of them at this weight (z detached, so
-    # only the decoder's targets change). 0: off.
-    pseudo: float = 0.0
+    # only the decoder's targets change). 0: off. On walker (8 of 80 episodes labeled) it lifts the decoder's
+    # held-out R² from 0.25 to 0.34 on every seed, and the latent policy's lead over labeled-only
+    # (BENCHMARKS.md, offline RL part 4)
+    pseudo: float = 1.0
 
     def validate(self, prefix: str = "model") -> None:
         prefix = f"{prefix}." if prefix else ""
