@@ -259,12 +259,15 @@ def test_lambda_returns_and_imagined_rollouts():
     assert (policy.act(torch.randn(7, 2)).abs() <= 1).all()
 
 
-def test_latent_policy_beats_random_on_the_point_mass():
+@pytest.mark.parametrize("execute", ["decoder", "idm"])
+def test_latent_policy_beats_random_on_the_point_mass(execute):
+    """Executed through the decoder or through the supervised IDM on the model's predicted next state."""
     episodes = split_labeled(point_mass_episodes(60), 0.1, seed=0)
     model = train_latent_model(Transitions.from_episodes(episodes),
                                LatentModelConfig(steps=800, batch_size=128, hidden=64, latent_dim=4), seed=0)
     starts = Transitions.from_episodes(episodes).obs
-    policy, _ = train_policy(model, starts, PolicyConfig(steps=400, batch_size=128, hidden=64, horizon=5), seed=0)
+    policy, _ = train_policy(model, starts, PolicyConfig(steps=400, batch_size=128, hidden=64, horizon=5,
+                                                         execute=execute), seed=0)
     rng = np.random.default_rng(1)
 
     def episode_return(act) -> float:
@@ -278,6 +281,20 @@ def test_latent_policy_beats_random_on_the_point_mass():
     learned = episode_return(policy.act)
     random = episode_return(lambda o: torch.as_tensor(rng.uniform(-1, 1, o.shape), dtype=torch.float32))
     assert learned > 0.5 * random, (learned, random)  # returns are negative: at most half random's cost
+
+
+def test_idm_execution_needs_the_supervised_idm():
+    data = Transitions.from_episodes(split_labeled(point_mass_episodes(4), 0.5, seed=0))
+    without = train_latent_model(data, LatentModelConfig(steps=1, batch_size=8, hidden=8, pseudo=0.0))
+    with pytest.raises(OfflineDataError, match="model.pseudo"):
+        train_policy(without, data.obs, PolicyConfig(steps=1, batch_size=8, hidden=8, execute="idm"))
+    with pytest.raises(OfflineDataError, match="policy.execute"):
+        PolicyConfig(execute="planner").validate()
+    from lavid.control.offline_rl import OfflineRLConfig  # the config evals/offline_rl.py checks before any work
+
+    with pytest.raises(OfflineDataError, match="model.pseudo"):
+        OfflineRLConfig(LatentModelConfig(pseudo=0.0), PolicyConfig(execute="idm")).validate()
+    OfflineRLConfig(LatentModelConfig(), PolicyConfig(execute="idm")).validate()
 
 
 def test_offline_data_errors(tmp_path):

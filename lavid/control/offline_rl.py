@@ -49,11 +49,13 @@ class OfflineRLConfig:
     bc: BCConfig = field(default_factory=BCConfig)
 
     def validate(self, prefix: str = "") -> None:
-        """The ``bc`` section; :func:`lavid.core.config.load_config` validates ``model`` and ``policy`` with their
-        own ``validate``."""
+        """The ``bc`` section and what ``model`` and ``policy`` need of each other;
+        :func:`lavid.core.config.load_config` validates each of them with its own ``validate``."""
         for name in ("hidden", "steps", "batch_size"):
             if getattr(self.bc, name) < 1:
                 raise OfflineDataError(f"bc.{name} must be >= 1, got {getattr(self.bc, name)}")
+        if self.policy.execute == "idm" and not self.model.pseudo > 0:
+            raise OfflineDataError("policy.execute=idm needs the model's supervised IDM: set model.pseudo > 0")
 
 
 class BCPolicy(nn.Module):
