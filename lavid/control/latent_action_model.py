@@ -152,7 +152,9 @@ class LatentActionModel(nn.Module):
             total = total + cfg.cycle * cycle
             stats["cycle"] = cycle.item()
         if cfg.pseudo > 0:
-            pseudo = F.mse_loss(self.decode(x, sample(q_idm).detach()), self.label(x, x_next).detach())
+            with torch.no_grad():  # a target only: no graph through the supervised IDM
+                target_action = self.label(x, x_next)
+            pseudo = F.mse_loss(self.decode(x, sample(q_idm).detach()), target_action)
             total = total + cfg.pseudo * pseudo
             stats["pseudo"] = pseudo.item()
         if labeled is not None:
