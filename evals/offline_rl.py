@@ -16,7 +16,9 @@ labeled episodes) and ``random``. Scores are return ÷ 10 over ``--eval-episodes
 Writes ``results.md``, ``results.csv``, ``results.json`` (one row per method; md and json also pair
 ``latent`` with each other method seed by seed: the score differences and on how many seeds it is
 ahead), ``runs.jsonl`` (one line per method and seed: a rerun with the same data and settings skips what
-is there) and ``curves.png`` (the policies' imagined returns while they learn). Observations are the
+is there) and ``curves.png`` (the policies' imagined returns while they learn). ``--score-executions
+decoder,idm`` scores each trained latent policy executed each way (``PolicyConfig.execute``) on the same
+evaluation episodes, paired by seed in results.md and ``executions`` in results.json. Observations are the
 simulator's proprioceptive state.
 """
 
@@ -57,6 +59,8 @@ DATASETS = ("medium-replay", "medium", "expert", "random")
 
 MODEL_METRICS = ("dynamics_vs_copy", "latent_gain", "decoder_r2")
 
+MODEL_METHODS = ("latent", "labeled_only")  # the methods with a latent policy, which --score-executions scores
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -78,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noise", type=float, default=0.2, help="exploration noise of medium/expert rollouts")
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
                         help="config overrides, e.g. model.beta=1e-4 policy.horizon=10 (sections: model, policy, bc)")
+    parser.add_argument("--score-executions", default="", metavar="MODE[,MODE]",
+                        help="also score every trained latent policy executed each of these ways (decoder, idm), "
+                             "on the same episodes: paired by seed in results.md (default: only policy.execute)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -181,6 +188,39 @@ def paired_gaps(rows: list[dict], method: str = "latent") -> list[dict]:
     return gaps
 
 
+def check_executions(executions: list[str], config) -> None:
+    """``--score-executions`` modes must exist, and ``idm`` needs the model's supervised IDM (before any work)."""
+    from lavid.control.imagination import EXECUTE
+
+    unknown = sorted(set(executions) - set(EXECUTE))
+    if unknown:
+        raise ValueError(f"--score-executions: unknown mode(s) {', '.join(unknown)}; valid: {', '.join(EXECUTE)}")
+    if "idm" in executions and not config.model.pseudo > 0:
+        raise ValueError("--score-executions idm needs the model's supervised IDM: --set model.pseudo=1")
+
+
+def execution_gaps(rows: list[dict], configured: str, executions: list[str]) -> list[dict]:
+    """For each model-based method, each scored execution against the configured one (``policy.execute``),
+    seed by seed: the same trained policy on the same evaluation episodes, so the difference is the
+    execution's alone."""
+    import numpy as np
+
+    gaps = []
+    for method in dict.fromkeys(r["method"] for r in rows if "execute_scores" in r):
+        mine = sorted((r for r in rows if r["method"] == method and "execute_scores" in r), key=lambda r: r["seed"])
+        for mode in executions:
+            if mode == configured:
+                continue
+            diff = [r["execute_scores"][mode] - r["execute_scores"].get(configured, r["score"]) for r in mine]
+            gaps.append({"method": method, "execute": mode, "versus": configured, "seeds": [r["seed"] for r in mine],
+                         "score": [round(r["execute_scores"][mode], 2) for r in mine],
+                         "score_mean": round(float(np.mean([r["execute_scores"][mode] for r in mine])), 2),
+                         "score_std": round(float(np.std([r["execute_scores"][mode] for r in mine])), 2),
+                         "diff": [round(d, 2) for d in diff], "diff_mean": round(float(np.mean(diff)), 2),
+                         "diff_std": round(float(np.std(diff)), 2), "ahead": int(sum(d > 0 for d in diff))})
+    return gaps
+
+
 def plot_curves(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -202,11 +242,12 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 def write_results(out: Path, table: list[dict], args: argparse.Namespace, b: dict, meta: dict,
-                  gaps: list[dict]) -> None:
+                  gaps: list[dict], executions: list[dict] | None = None) -> None:
+    executions = executions or []
     reference = REFERENCE.get((args.task, args.dataset))
     (out / "results.json").write_text(json.dumps({"task": args.task, "dataset": args.dataset, "budget": b,
                                                   "reference_score": reference, **meta, "methods": table,
-                                                  "paired": gaps}, indent=2))
+                                                  "paired": gaps, "executions": executions}, indent=2))
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()
@@ -231,6 +272,14 @@ def write_results(out: Path, table: list[dict], args: argparse.Namespace, b: dic
                   "| comparison | per seed | mean ± std | ahead on |", "|---|---|---|---|"]
         lines += [f"| {g['method']} − {g['versus']} | {', '.join(f'{d:+.1f}' for d in g['diff'])} | "
                   f"{g['diff_mean']:+.1f} ± {g['diff_std']:.1f} | {g['ahead']} of {len(g['seeds'])} seeds |" for g in gaps]
+    if executions:
+        lines += ["", f"Executions of the same trained policies (on the same evaluation episodes), against "
+                      f"policy.execute={executions[0]['versus']}, paired by seed.", "",
+                  "| method | executed | score (mean ± std) | difference per seed | mean ± std | ahead on |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {g['method']} | {g['execute']} | {g['score_mean']:.1f} ± {g['score_std']:.1f} | "
+                  f"{', '.join(f'{d:+.1f}' for d in g['diff'])} | {g['diff_mean']:+.1f} ± {g['diff_std']:.1f} | "
+                  f"{g['ahead']} of {len(g['seeds'])} seeds |" for g in executions]
     if reference is not None:
         lines += ["", f"The control paper's latent-action score on {args.task} {args.dataset} (pixels, full data): "
                       f"{reference}"]
@@ -254,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 < args.labeled_fraction <= 1:
             raise ValueError(f"--labeled-fraction must be in (0, 1], got {args.labeled_fraction}")
         config = make_config(b, args.set)
+        executions = [m.strip() for m in args.score_executions.split(",") if m.strip()]
+        check_executions(executions, config)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         start = time.time()
@@ -266,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "action_repeat": args.action_repeat}, sort_keys=True)
         log_path = out / "runs.jsonl"
         rows = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
-        rows = [r for r in rows if r.get("signature") == signature and r["seed"] < b["seeds"]]
+        rows = [r for r in rows if r.get("signature") == signature and r["seed"] < b["seeds"]
+                and (r["method"] not in MODEL_METHODS or set(executions) <= set(r.get("execute_scores", {})))]
         done = {(r["method"], r["seed"]) for r in rows}
         labeled_episodes = 0
         for seed in range(b["seeds"]):
@@ -278,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                 if (method, seed) in done:
                     continue
                 row = run_method(method, split, config, args.task, seed, b["eval_episodes"], args.action_repeat,
-                                 progress=not args.no_progress, probe=probe)
+                                 progress=not args.no_progress, probe=probe, executions=executions)
                 row["signature"] = signature
                 print(f"{method} seed {seed}: score {row['score']:.1f} ({row['train_s']:.0f} s)", flush=True)
                 rows.append(row)
@@ -287,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         table = summarise(rows, methods)
         meta = {"episodes": len(episodes), "labeled_episodes": labeled_episodes, "config": asdict(config),
                 "wall_s": round(time.time() - start, 1)}
-        write_results(out, table, args, b, meta, paired_gaps([r for r in rows if r["method"] in methods]))
+        write_results(out, table, args, b, meta, paired_gaps([r for r in rows if r["method"] in methods]),
+                      execution_gaps([r for r in rows if r["method"] in methods], config.policy.execute, executions))
         plot_curves(rows, out / "curves.png")
     except (OfflineDataError, SimError, ValueError, RuntimeError) as error:
         return fail(error)

@@ -295,6 +295,26 @@ def test_idm_execution_needs_the_supervised_idm():
     with pytest.raises(OfflineDataError, match="model.pseudo"):
         OfflineRLConfig(LatentModelConfig(pseudo=0.0), PolicyConfig(execute="idm")).validate()
     OfflineRLConfig(LatentModelConfig(), PolicyConfig(execute="idm")).validate()
+    policy, _ = train_policy(without, data.obs, PolicyConfig(steps=1, batch_size=8, hidden=8))
+    with pytest.raises(OfflineDataError, match="model.pseudo"):
+        policy.executing("idm")
+    with pytest.raises(OfflineDataError, match="execute must be one of"):
+        policy.executing("planner")
+
+
+def test_one_trained_policy_executes_each_way_with_the_same_weights():
+    data = Transitions.from_episodes(split_labeled(point_mass_episodes(8), 0.5, seed=0))
+    model = train_latent_model(data, LatentModelConfig(steps=20, batch_size=32, hidden=16))
+    policy, _ = train_policy(model, data.obs, PolicyConfig(steps=5, batch_size=16, hidden=16), seed=0)
+    via_idm = policy.executing("idm")
+    assert via_idm.actor is policy.actor and via_idm.model is policy.model and policy.config.execute == "decoder"
+    obs = data.obs[:16]
+    x = model.normalize(obs)
+    with torch.no_grad():
+        z = policy.actor(x)[0]
+        assert torch.equal(policy.act(obs), model.decode(x, z))
+        assert torch.equal(via_idm.act(obs), model.label(x, model.step(x, z)[0]))
+    assert not torch.equal(policy.act(obs), via_idm.act(obs))
 
 
 def test_offline_data_errors(tmp_path):
@@ -347,7 +367,8 @@ def test_offline_rl_eval_end_to_end_and_resume(tmp_path):
     random_replay(replay)
     assert len(load_offline(replay)) == 3
     out = tmp_path / "eval"
-    first = run_offline_eval(out, "--data", str(replay), "--labeled-fraction", "0.34", "--methods", "latent,bc,random")
+    first = run_offline_eval(out, "--data", str(replay), "--labeled-fraction", "0.34", "--methods", "latent,bc,random",
+                             "--score-executions", "decoder,idm")
     assert first.returncode == 0, first.stderr
     result = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in result["methods"]] == ["latent", "bc", "random"]
@@ -363,12 +384,19 @@ def test_offline_rl_eval_end_to_end_and_resume(tmp_path):
     expected = [round(score["latent", s] - score["bc", s], 2) for s in (0, 1)]
     assert paired["bc"]["diff"] == expected and paired["bc"]["ahead"] == sum(d > 0 for d in expected)
     assert "latent − bc" in (out / "results.md").read_text()
+    (execution,) = result["executions"]  # the same latent policies executed through the IDM, against the decoder
+    assert execution["method"] == "latent" and execution["execute"] == "idm" and execution["versus"] == "decoder"
+    assert all(r["execute_scores"]["decoder"] == r["score"] for r in rows if r["method"] == "latent")
+    assert all("execute_scores" not in r for r in rows if r["method"] != "latent")
+    idm_minus_decoder = [round(r["execute_scores"]["idm"] - r["score"], 2) for r in rows if r["method"] == "latent"]
+    assert execution["diff"] == idm_minus_decoder and "| latent | idm |" in (out / "results.md").read_text()
     assert len((out / "runs.jsonl").read_text().splitlines()) == 6
     for name in ("results.md", "results.csv", "curves.png"):
         assert (out / name).exists()
     again = run_offline_eval(out, "--data", str(replay), "--labeled-fraction", "0.34", "--methods", "latent,bc,random")
     assert again.returncode == 0 and "seed 0: score" not in again.stdout  # nothing retrained
     assert len((out / "runs.jsonl").read_text().splitlines()) == 6
+    assert json.loads((out / "results.json").read_text())["executions"] == []  # not asked for: not reported
     other = run_offline_eval(out, "--data", str(replay), "--labeled-fraction", "0.34", "--methods", "bc",
                              "--bc-steps", "11")  # other settings: retrained, old rows not reported
     assert other.returncode == 0 and "bc seed 1: score" in other.stdout
@@ -394,6 +422,11 @@ def test_offline_rl_eval_rejects_bad_input(tmp_path):
         bad = run_offline_eval(tmp_path / "d", "--set", override)
         assert bad.returncode == 2 and named in bad.stderr and "Traceback" not in bad.stderr, (override, bad.stderr)
         assert not (tmp_path / "d" / "agent").exists()  # stopped before any work
+    for extra, named in ((["--score-executions", "decoder,planner"], "planner"),
+                         (["--score-executions", "idm", "--set", "model.pseudo=0"], "model.pseudo")):
+        bad = run_offline_eval(tmp_path / "e", *extra)
+        assert bad.returncode == 2 and named in bad.stderr and "Traceback" not in bad.stderr, (extra, bad.stderr)
+        assert not (tmp_path / "e").exists()  # stopped before any work
 
 
 def test_a_trained_policy_makes_a_dataset_that_offline_rl_reads(tmp_path):

@@ -12,7 +12,7 @@ Shapes: ``B`` start states, ``H`` horizon, ``O`` observation, ``Z`` latent.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +77,17 @@ class LatentPolicy(nn.Module):
         if self.config.execute == "idm":
             return self.model.label(x, self.model.step(x, z)[0])
         return self.model.decode(x, z)
+
+    def executing(self, execute: str) -> LatentPolicy:
+        """This policy executed as ``execute`` says (see :class:`PolicyConfig`), sharing every weight: one trained
+        actor scored under several executions, side by side."""
+        if execute not in EXECUTE:
+            raise OfflineDataError(f"execute must be one of {', '.join(EXECUTE)}, got {execute!r}")
+        if execute == "idm" and self.model.action_idm is None:
+            raise OfflineDataError("policy.execute=idm needs the model's supervised IDM: set model.pseudo > 0")
+        view = copy.copy(self)  # shallow: the same modules; only the config differs
+        view.config = replace(self.config, execute=execute)
+        return view
 
 
 def lambda_returns(reward: torch.Tensor, value: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:

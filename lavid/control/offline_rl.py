@@ -16,6 +16,7 @@ paper), from ``episodes`` evaluation episodes in the simulator, observed through
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lavid.control.imagination import PolicyConfig, train_policy
+from lavid.control.imagination import EXECUTE, LatentPolicy, PolicyConfig, train_policy
 from lavid.control.latent_action_model import LatentModelConfig, mlp, train_latent_model
 from lavid.control.model_evals import model_metrics
 from lavid.control.offline_data import Normalizer, OfflineDataError, OfflineEpisode, Transitions
@@ -138,13 +139,21 @@ def check_task_matches(episodes: list[OfflineEpisode], task: str, action_repeat:
 
 def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLConfig, task: str, seed: int,
                eval_episodes: int, action_repeat: int, progress: bool = False,
-               probe: list[OfflineEpisode] | None = None) -> dict:
+               probe: list[OfflineEpisode] | None = None, executions: Sequence[str] = ()) -> dict:
     """Train ``method`` on ``episodes`` (already split) with ``seed`` and score it; returns a result row.
 
     ``probe``: the unlabeled episodes with their actions given back, for scoring the latent-action model
-    only (:func:`~lavid.control.model_evals.model_metrics`, the row's ``model`` entry); never trained on."""
+    only (:func:`~lavid.control.model_evals.model_metrics`, the row's ``model`` entry); never trained on.
+    ``executions``: for the model-based methods, also score the same trained policy executed each of these
+    ways (``PolicyConfig.execute``), on the same evaluation episodes: the row's ``execute_scores``, mode ->
+    mean score (``score`` stays the configured execution's)."""
     if method not in METHODS:
         raise OfflineDataError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    for mode in executions:  # a bad mode stops before any training
+        if mode not in EXECUTE:
+            raise OfflineDataError(f"unknown execution {mode!r}; valid: {', '.join(EXECUTE)}")
+        if mode == "idm" and not config.model.pseudo > 0:
+            raise OfflineDataError("scoring execution idm needs the model's supervised IDM: set model.pseudo > 0")
     data = Transitions.from_episodes(episodes)
     start = time.time()
     extra: dict = {}
@@ -162,6 +171,11 @@ def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLCon
             extra["model"] = model_metrics(model, probe, seed)
     train_s = time.time() - start
     scores = evaluate_policy(policy, task, eval_episodes, seed=10_000 + seed, action_repeat=action_repeat)
+    if executions and isinstance(policy, LatentPolicy):
+        extra["execute_scores"] = {
+            mode: float(np.mean(scores if mode == config.policy.execute else evaluate_policy(
+                policy.executing(mode), task, eval_episodes, seed=10_000 + seed, action_repeat=action_repeat)))
+            for mode in executions}
     used = 0 if method == "random" else len(data.labeled)
     return {"method": method, "seed": seed, "score": float(np.mean(scores)), "scores": scores,
             "labeled_transitions": used,
