@@ -295,7 +295,9 @@ def test_idm_execution_needs_the_supervised_idm():
     with pytest.raises(OfflineDataError, match="model.pseudo"):
         OfflineRLConfig(LatentModelConfig(pseudo=0.0), PolicyConfig(execute="idm")).validate()
     OfflineRLConfig(LatentModelConfig(), PolicyConfig(execute="idm")).validate()
-    policy, _ = train_policy(without, data.obs, PolicyConfig(steps=1, batch_size=8, hidden=8))
+    with pytest.raises(OfflineDataError, match="model.pseudo"):  # idm is the default execution
+        train_policy(without, data.obs, PolicyConfig(steps=1, batch_size=8, hidden=8))
+    policy, _ = train_policy(without, data.obs, PolicyConfig(steps=1, batch_size=8, hidden=8, execute="decoder"))
     with pytest.raises(OfflineDataError, match="model.pseudo"):
         policy.executing("idm")
     with pytest.raises(OfflineDataError, match="execute must be one of"):
@@ -305,7 +307,8 @@ def test_idm_execution_needs_the_supervised_idm():
 def test_one_trained_policy_executes_each_way_with_the_same_weights():
     data = Transitions.from_episodes(split_labeled(point_mass_episodes(8), 0.5, seed=0))
     model = train_latent_model(data, LatentModelConfig(steps=20, batch_size=32, hidden=16))
-    policy, _ = train_policy(model, data.obs, PolicyConfig(steps=5, batch_size=16, hidden=16), seed=0)
+    policy, _ = train_policy(model, data.obs, PolicyConfig(steps=5, batch_size=16, hidden=16, execute="decoder"),
+                             seed=0)
     via_idm = policy.executing("idm")
     assert via_idm.actor is policy.actor and via_idm.model is policy.model and policy.config.execute == "decoder"
     obs = data.obs[:16]
@@ -384,12 +387,12 @@ def test_offline_rl_eval_end_to_end_and_resume(tmp_path):
     expected = [round(score["latent", s] - score["bc", s], 2) for s in (0, 1)]
     assert paired["bc"]["diff"] == expected and paired["bc"]["ahead"] == sum(d > 0 for d in expected)
     assert "latent − bc" in (out / "results.md").read_text()
-    (execution,) = result["executions"]  # the same latent policies executed through the IDM, against the decoder
-    assert execution["method"] == "latent" and execution["execute"] == "idm" and execution["versus"] == "decoder"
-    assert all(r["execute_scores"]["decoder"] == r["score"] for r in rows if r["method"] == "latent")
+    (execution,) = result["executions"]  # the same latent policies executed through the decoder, against the IDM
+    assert execution["method"] == "latent" and execution["execute"] == "decoder" and execution["versus"] == "idm"
+    assert all(r["execute_scores"]["idm"] == r["score"] for r in rows if r["method"] == "latent")  # the default
     assert all("execute_scores" not in r for r in rows if r["method"] != "latent")
-    idm_minus_decoder = [round(r["execute_scores"]["idm"] - r["score"], 2) for r in rows if r["method"] == "latent"]
-    assert execution["diff"] == idm_minus_decoder and "| latent | idm |" in (out / "results.md").read_text()
+    decoder_minus_idm = [round(r["execute_scores"]["decoder"] - r["score"], 2) for r in rows if r["method"] == "latent"]
+    assert execution["diff"] == decoder_minus_idm and "| latent | decoder |" in (out / "results.md").read_text()
     assert len((out / "runs.jsonl").read_text().splitlines()) == 6
     for name in ("results.md", "results.csv", "curves.png"):
         assert (out / name).exists()

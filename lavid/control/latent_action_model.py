@@ -6,7 +6,7 @@ and reward head ``r(o, z)``, are pulled towards the same prior ``p(z | o)`` and 
 alignment term), and an action decoder ``p(a | o, z)`` maps a latent back to a real action. By default
 (``pseudo``) a supervised inverse dynamics model ``g(o, o' - o)``, fitted on the labeled transitions, also
 labels the unlabeled ones, so the decoder learns in states no labeled episode visited. A policy that acts
-in ``z`` is executed through the decoder.
+in ``z`` is executed through ``g`` on the predicted next state (or through the decoder: ``PolicyConfig.execute``).
 
 Observations are vectors (standardised by a :class:`~lavid.control.offline_data.Normalizer` fitted on
 the data); actions are in [-1, 1]. Shapes: ``B`` batch, ``O`` observation, ``A`` action, ``Z`` latent.

@@ -3,7 +3,8 @@
 Methods (each trained from the same split and seed):
 
 - ``latent``: :class:`LatentActionModel` on every transition (labeled ones also through the action
-  encoder), then a latent policy in its imagination (:func:`train_policy`), executed through the decoder.
+  encoder), then a latent policy in its imagination (:func:`train_policy`), executed through the
+  supervised IDM on the model's predicted next state (``PolicyConfig.execute``).
 - ``labeled_only``: the same model and policy trained on the labeled transitions alone -- what the
   pipeline gets without the unlabeled data.
 - ``bc``: behaviour cloning, an MLP ``o -> a`` regressed on the labeled transitions.
@@ -56,7 +57,8 @@ class OfflineRLConfig:
             if getattr(self.bc, name) < 1:
                 raise OfflineDataError(f"bc.{name} must be >= 1, got {getattr(self.bc, name)}")
         if self.policy.execute == "idm" and not self.model.pseudo > 0:
-            raise OfflineDataError("policy.execute=idm needs the model's supervised IDM: set model.pseudo > 0")
+            raise OfflineDataError("policy.execute=idm (the default) needs the model's supervised IDM: set "
+                                  "model.pseudo > 0, or policy.execute=decoder")
 
 
 class BCPolicy(nn.Module):
