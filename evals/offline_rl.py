@@ -188,17 +188,6 @@ def paired_gaps(rows: list[dict], method: str = "latent") -> list[dict]:
     return gaps
 
 
-def check_executions(executions: list[str], config) -> None:
-    """``--score-executions`` modes must exist, and ``idm`` needs the model's supervised IDM (before any work)."""
-    from lavid.control.imagination import EXECUTE
-
-    unknown = sorted(set(executions) - set(EXECUTE))
-    if unknown:
-        raise ValueError(f"--score-executions: unknown mode(s) {', '.join(unknown)}; valid: {', '.join(EXECUTE)}")
-    if "idm" in executions and not config.model.pseudo > 0:
-        raise ValueError("--score-executions idm needs the model's supervised IDM: --set model.pseudo=1")
-
-
 def execution_gaps(rows: list[dict], configured: str, executions: list[str]) -> list[dict]:
     """For each model-based method, each scored execution against the configured one (``policy.execute``),
     seed by seed: the same trained policy on the same evaluation episodes, so the difference is the
@@ -290,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     from lavid.control.offline_data import OfflineDataError, load_offline, split_labeled
+    from lavid.control.imagination import check_execution
     from lavid.control.offline_rl import METHODS, check_task_matches, run_method
     from lavid.data.sim import SimError, check_task
 
@@ -304,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--labeled-fraction must be in (0, 1], got {args.labeled_fraction}")
         config = make_config(b, args.set)
         executions = [m.strip() for m in args.score_executions.split(",") if m.strip()]
-        check_executions(executions, config)
+        for mode in executions:  # before any work
+            check_execution(mode, config.model.pseudo > 0, name="--score-executions")
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         start = time.time()

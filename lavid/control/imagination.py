@@ -25,6 +25,16 @@ from lavid.control.offline_data import OfflineDataError
 EXECUTE = ("decoder", "idm")
 
 
+def check_execution(execute: str, has_idm: bool | None = None, name: str = "policy.execute") -> None:
+    """``execute`` must be one of :data:`EXECUTE`, and ``idm`` needs the model's supervised IDM (``has_idm``:
+    the model has one, or its config asks for one with ``model.pseudo > 0``; None when not known yet)."""
+    if execute not in EXECUTE:
+        raise OfflineDataError(f"{name} must be one of {', '.join(EXECUTE)}, got {execute!r}")
+    if execute == "idm" and has_idm is False:
+        raise OfflineDataError(f"{name}=idm needs the model's supervised IDM: set model.pseudo > 0 "
+                               "(or execute through the decoder: policy.execute=decoder)")
+
+
 @dataclass
 class PolicyConfig:
     """Actor-critic in imagination."""
@@ -54,8 +64,7 @@ class PolicyConfig:
                 raise OfflineDataError(f"{prefix}{name} must be in (0, 1], got {getattr(self, name)}")
         if self.prior_kl < 0 or not self.lr > 0:
             raise OfflineDataError(f"{prefix}prior_kl must be >= 0 and {prefix}lr > 0")
-        if self.execute not in EXECUTE:
-            raise OfflineDataError(f"{prefix}execute must be one of {', '.join(EXECUTE)}, got {self.execute!r}")
+        check_execution(self.execute, name=f"{prefix}execute")
 
 
 class LatentPolicy(nn.Module):
@@ -82,11 +91,7 @@ class LatentPolicy(nn.Module):
     def executing(self, execute: str) -> LatentPolicy:
         """This policy executed as ``execute`` says (see :class:`PolicyConfig`), sharing every weight: one trained
         actor scored under several executions, side by side."""
-        if execute not in EXECUTE:
-            raise OfflineDataError(f"execute must be one of {', '.join(EXECUTE)}, got {execute!r}")
-        if execute == "idm" and self.model.action_idm is None:
-            raise OfflineDataError("policy.execute=idm (the default) needs the model's supervised IDM: set "
-                                  "model.pseudo > 0, or policy.execute=decoder")
+        check_execution(execute, self.model.action_idm is not None, name="execute")
         view = copy.copy(self)  # shallow: the same modules; only the config differs
         view.config = replace(self.config, execute=execute)
         return view
@@ -122,9 +127,7 @@ def train_policy(model: LatentActionModel, starts: torch.Tensor, config: PolicyC
     from tqdm.auto import tqdm
 
     config.validate()
-    if config.execute == "idm" and model.action_idm is None:
-        raise OfflineDataError("policy.execute=idm (the default) needs the model's supervised IDM: set "
-                              "model.pseudo > 0, or policy.execute=decoder")
+    check_execution(config.execute, model.action_idm is not None)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     policy = LatentPolicy(model, config)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lavid.control.imagination import EXECUTE, LatentPolicy, PolicyConfig, train_policy
+from lavid.control.imagination import LatentPolicy, PolicyConfig, check_execution, train_policy
 from lavid.control.latent_action_model import LatentModelConfig, mlp, train_latent_model
 from lavid.control.model_evals import model_metrics
 from lavid.control.offline_data import Normalizer, OfflineDataError, OfflineEpisode, Transitions
@@ -56,9 +56,7 @@ class OfflineRLConfig:
         for name in ("hidden", "steps", "batch_size"):
             if getattr(self.bc, name) < 1:
                 raise OfflineDataError(f"bc.{name} must be >= 1, got {getattr(self.bc, name)}")
-        if self.policy.execute == "idm" and not self.model.pseudo > 0:
-            raise OfflineDataError("policy.execute=idm (the default) needs the model's supervised IDM: set "
-                                  "model.pseudo > 0, or policy.execute=decoder")
+        check_execution(self.policy.execute, self.model.pseudo > 0)
 
 
 class BCPolicy(nn.Module):
@@ -152,10 +150,7 @@ def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLCon
     if method not in METHODS:
         raise OfflineDataError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     for mode in executions:  # a bad mode stops before any training
-        if mode not in EXECUTE:
-            raise OfflineDataError(f"unknown execution {mode!r}; valid: {', '.join(EXECUTE)}")
-        if mode == "idm" and not config.model.pseudo > 0:
-            raise OfflineDataError("scoring execution idm needs the model's supervised IDM: set model.pseudo > 0")
+        check_execution(mode, config.model.pseudo > 0, name="execution")
     data = Transitions.from_episodes(episodes)
     start = time.time()
     extra: dict = {}
