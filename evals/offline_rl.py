@@ -172,8 +172,6 @@ def paired_gaps(rows: list[dict], method: str = "latent") -> list[dict]:
     """``method`` against each other method on the seeds both ran (the same split and seed): per-seed score
     differences, their mean and std, and on how many seeds ``method`` was ahead. The issue's comparison is
     paired, and a gap smaller than the seeds' spread shows here as a split win count."""
-    import numpy as np
-
     mine = {r["seed"]: r["score"] for r in rows if r["method"] == method}
     gaps = []
     for other in dict.fromkeys(r["method"] for r in rows if r["method"] != method):
@@ -181,11 +179,17 @@ def paired_gaps(rows: list[dict], method: str = "latent") -> list[dict]:
         seeds = sorted(set(mine) & set(theirs))
         if not seeds:
             continue
-        diff = [mine[s] - theirs[s] for s in seeds]
-        gaps.append({"method": method, "versus": other, "seeds": seeds, "diff": [round(d, 2) for d in diff],
-                     "diff_mean": round(float(np.mean(diff)), 2), "diff_std": round(float(np.std(diff)), 2),
-                     "ahead": int(sum(d > 0 for d in diff))})
+        gaps.append({"method": method, "versus": other, "seeds": seeds,
+                     **diff_stats([mine[s] - theirs[s] for s in seeds])})
     return gaps
+
+
+def diff_stats(diff: list[float]) -> dict:
+    """Per-seed score differences, rounded, with their mean, std and on how many seeds they are positive."""
+    import numpy as np
+
+    return {"diff": [round(d, 2) for d in diff], "diff_mean": round(float(np.mean(diff)), 2),
+            "diff_std": round(float(np.std(diff)), 2), "ahead": int(sum(d > 0 for d in diff))}
 
 
 def execution_gaps(rows: list[dict], configured: str, executions: list[str]) -> list[dict]:
@@ -200,13 +204,11 @@ def execution_gaps(rows: list[dict], configured: str, executions: list[str]) -> 
         for mode in executions:
             if mode == configured:
                 continue
-            diff = [r["execute_scores"][mode] - r["execute_scores"].get(configured, r["score"]) for r in mine]
+            scores = [r["execute_scores"][mode] for r in mine]  # a row's "score" is the configured execution's
             gaps.append({"method": method, "execute": mode, "versus": configured, "seeds": [r["seed"] for r in mine],
-                         "score": [round(r["execute_scores"][mode], 2) for r in mine],
-                         "score_mean": round(float(np.mean([r["execute_scores"][mode] for r in mine])), 2),
-                         "score_std": round(float(np.std([r["execute_scores"][mode] for r in mine])), 2),
-                         "diff": [round(d, 2) for d in diff], "diff_mean": round(float(np.mean(diff)), 2),
-                         "diff_std": round(float(np.std(diff)), 2), "ahead": int(sum(d > 0 for d in diff))})
+                         "score": [round(v, 2) for v in scores], "score_mean": round(float(np.mean(scores)), 2),
+                         "score_std": round(float(np.std(scores)), 2),
+                         **diff_stats([v - r["score"] for v, r in zip(scores, mine)])})
     return gaps
 
 
