@@ -18,8 +18,9 @@ Writes ``results.md``, ``results.csv``, ``results.json`` (one row per method; md
 ahead), ``runs.jsonl`` (one line per method and seed: a rerun with the same data and settings skips what
 is there) and ``curves.png`` (the policies' imagined returns while they learn). ``--score-executions
 decoder,idm`` scores each trained latent policy executed each way (``PolicyConfig.execute``) on the same
-evaluation episodes, paired by seed in results.md and ``executions`` in results.json. Observations are the
-simulator's proprioceptive state.
+evaluation episodes, paired by seed in results.md and ``executions`` in results.json. Every model-based
+method is also scored with its model's prior mean in place of the actor (``prior, no actor``; paired with the
+policy in ``actor_over_prior``). Observations are the simulator's proprioceptive state.
 """
 
 from __future__ import annotations
@@ -40,13 +41,17 @@ from lavid.core.cli import fail, setup_logging  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 BUDGETS = {
-    # expert steps, dataset episodes (rolled-out kinds), model / policy / bc steps, eval episodes, seeds.
+    # expert steps, dataset episodes (rolled-out kinds), model steps (latent's; labeled-only's), policy / bc
+    # steps, eval episodes, seeds.
     # smoke: SAC's first 40,000 steps (80 episodes); at 20,000 every learned policy scored level with BC
-    # on 4 labeled episodes (BENCHMARKS.md, offline RL part 3). About 24 min on 2 cores.
-    "smoke": {"expert_steps": 40_000, "episodes": 40, "model_steps": 2_000, "policy_steps": 2_000,
-              "bc_steps": 2_000, "eval_episodes": 20, "seeds": 3},
-    "full": {"expert_steps": 500_000, "episodes": 200, "model_steps": 50_000, "policy_steps": 50_000,
-             "bc_steps": 20_000, "eval_episodes": 20, "seeds": 5},
+    # on 4 labeled episodes (BENCHMARKS.md, offline RL part 3). Model steps: latent's model on 40,000
+    # transitions still improves from 2,000 to 6,000 steps, labeled-only's on 4,000 overfits (it scores best
+    # at 2,000 of 1,000 / 2,000 / 6,000; part 6).
+    "smoke": {"expert_steps": 40_000, "episodes": 40, "model_steps": 6_000, "labeled_only_model_steps": 2_000,
+              "policy_steps": 2_000, "bc_steps": 2_000, "eval_episodes": 20, "seeds": 3},
+    # full: labeled-only's model steps scaled from the smoke budget's ratio, not measured
+    "full": {"expert_steps": 500_000, "episodes": 200, "model_steps": 50_000, "labeled_only_model_steps": 16_000,
+             "policy_steps": 50_000, "bc_steps": 20_000, "eval_episodes": 20, "seeds": 5},
 }
 
 REFERENCE = {
@@ -75,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-episodes", type=int, default=None)
     parser.add_argument("--action-repeat", type=int, default=2)
     parser.add_argument("--model-steps", type=int, default=None)
+    parser.add_argument("--labeled-only-model-steps", type=int, default=None,
+                        help="model steps of labeled_only (default: the budget's, or --model-steps when that is given)")
     parser.add_argument("--policy-steps", type=int, default=None)
     parser.add_argument("--bc-steps", type=int, default=None)
     parser.add_argument("--expert-steps", type=int, default=None)
@@ -85,8 +92,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--score-executions", default="", metavar="MODE[,MODE]",
                         help="also score every trained latent policy executed each of these ways (decoder, idm), "
                              "on the same episodes: paired by seed in results.md (default: only policy.execute)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="method-seed runs side by side, in separate processes (default: 2, or 1 on one core)")
     parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.workers is None:
+        import os
+
+        args.workers = min(2, os.cpu_count() or 1)
+    return args
 
 
 def make_config(b: dict, overrides: list[str]):
@@ -95,7 +109,8 @@ def make_config(b: dict, overrides: list[str]):
     from lavid.control.offline_rl import OfflineRLConfig
     from lavid.core.config import ConfigError, load_config
 
-    steps = [f"model.steps={b['model_steps']}", f"policy.steps={b['policy_steps']}", f"bc.steps={b['bc_steps']}"]
+    steps = [f"model.steps={b['model_steps']}", f"labeled_only_model_steps={b['labeled_only_model_steps']}",
+             f"policy.steps={b['policy_steps']}", f"bc.steps={b['bc_steps']}"]
     try:
         return load_config(OfflineRLConfig, None, steps + list(overrides))
     except ConfigError as error:
@@ -104,9 +119,14 @@ def make_config(b: dict, overrides: list[str]):
 
 def budget(args: argparse.Namespace) -> dict:
     b = dict(BUDGETS[args.budget])
-    for key in ("seeds", "eval_episodes", "model_steps", "policy_steps", "bc_steps", "expert_steps", "episodes"):
+    for key in ("seeds", "eval_episodes", "model_steps", "labeled_only_model_steps", "policy_steps", "bc_steps",
+                "expert_steps", "episodes"):
         if getattr(args, key) is not None:
             b[key] = getattr(args, key)
+    if args.model_steps is not None and args.labeled_only_model_steps is None:
+        b["labeled_only_model_steps"] = args.model_steps  # --model-steps alone sets both models' steps
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     for key, value in b.items():
         if value < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
@@ -117,6 +137,47 @@ def run(cmd: list[str]) -> None:
     result = subprocess.run([sys.executable, *cmd], cwd=ROOT)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:2])} failed with exit code {result.returncode}")
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_jobs(jobs: list[dict], workers: int, progress: bool = True):
+    """Run each job (``run_method``'s keyword arguments) and yield its row as it finishes: one after another
+    in this process when ``workers`` is 1, else in ``workers`` spawned processes sharing the cores (the
+    models are small: two one-thread runs side by side train about 1.5x faster than one two-thread run on
+    2 cores). Results are seeded either way, but the thread count changes float reductions, so the scores
+    of ``--workers 1`` and ``--workers 2`` differ by training noise."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from lavid.control.offline_rl import run_method
+
+    if workers <= 1:
+        for job in jobs:
+            yield run_method(**job, progress=progress)
+        return
+    if not jobs:
+        return
+    from tqdm.auto import tqdm
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # spawn, not fork: a forked child of a process whose OpenMP pool already ran can hang
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(run_method, **job) for job in jobs]
+        try:
+            for future in tqdm(as_completed(futures), total=len(futures), disable=not progress, desc="runs",
+                               unit="run"):
+                yield future.result()
+        except BaseException:  # an error or Ctrl-C: drop the queued runs rather than wait for them
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def make_data(args: argparse.Namespace, b: dict, out: Path) -> Path:
@@ -165,7 +226,22 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
         for key in MODEL_METRICS:  # the model's held-out checks (lavid/control/model_evals.py), where trained
             values = [r["model"][key] for r in mine if "model" in r]
             table[-1][key] = round(float(np.mean(values)), 3) if values else ""
+        prior = [r["prior_score"] for r in mine if "prior_score" in r]  # the model's prior mean, no actor
+        table[-1]["prior_score_mean"] = round(float(np.mean(prior)), 2) if prior else ""
+        table[-1]["prior_score_std"] = round(float(np.std(prior)), 2) if prior else ""
     return table
+
+
+def actor_gains(rows: list[dict]) -> list[dict]:
+    """For each model-based method, its policy's score minus its model's prior mean's (``prior_score``: the same
+    model and evaluation episodes, no actor), seed by seed: what RL in imagination added to cloning the data's
+    behaviour through the model."""
+    gains = []
+    for method in dict.fromkeys(r["method"] for r in rows if "prior_score" in r):
+        mine = sorted((r for r in rows if r["method"] == method and "prior_score" in r), key=lambda r: r["seed"])
+        gains.append({"method": method, "seeds": [r["seed"] for r in mine],
+                      **diff_stats([r["score"] - r["prior_score"] for r in mine])})
+    return gains
 
 
 def paired_gaps(rows: list[dict], method: str = "latent") -> list[dict]:
@@ -233,12 +309,13 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 def write_results(out: Path, table: list[dict], args: argparse.Namespace, b: dict, meta: dict,
-                  gaps: list[dict], executions: list[dict] | None = None) -> None:
-    executions = executions or []
+                  gaps: list[dict], executions: list[dict] | None = None, actor: list[dict] | None = None) -> None:
+    executions, actor = executions or [], actor or []
     reference = REFERENCE.get((args.task, args.dataset))
     (out / "results.json").write_text(json.dumps({"task": args.task, "dataset": args.dataset, "budget": b,
                                                   "reference_score": reference, **meta, "methods": table,
-                                                  "paired": gaps, "executions": executions}, indent=2))
+                                                  "paired": gaps, "executions": executions,
+                                                  "actor_over_prior": actor}, indent=2))
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()
@@ -248,21 +325,28 @@ def write_results(out: Path, table: list[dict], args: argparse.Namespace, b: dic
         f"labeled_fraction {args.labeled_fraction}), {args.budget} budget, {b['seeds']} seeds × "
         f"{b['eval_episodes']} evaluation episodes; score = return ÷ 10; observations: proprioceptive state",
         "",
-        "| method | score (mean ± std over seeds) | labeled transitions | unlabeled transitions | train s | "
-        "model one-step ÷ copy | latent gain | decoder R² |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | score (mean ± std over seeds) | prior, no actor | labeled transitions | unlabeled transitions | "
+        "train s | model one-step ÷ copy | latent gain | decoder R² |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['method']} | {r['score_mean']:.1f} ± {r['score_std']:.1f} | {r['labeled_transitions']} | "
-              f"{r['unlabeled_transitions']} | {r['train_s_mean']:.0f} | "
+    lines += [f"| {r['method']} | {r['score_mean']:.1f} ± {r['score_std']:.1f} | "
+              + (f"{r['prior_score_mean']:.1f} ± {r['prior_score_std']:.1f}" if r["prior_score_mean"] != "" else "")
+              + f" | {r['labeled_transitions']} | {r['unlabeled_transitions']} | {r['train_s_mean']:.0f} | "
               + " | ".join(f"{r[k]:.3f}" if r[k] != "" else "" for k in MODEL_METRICS) + " |" for r in table]
-    lines += ["", "Model columns: the latent-action model on the unlabeled episodes, their true actions used for "
-                  "scoring only (one-step error ÷ copying the observation; error with shuffled latents ÷ with the "
-                  "IDM's; R² of the actions decoded from the IDM's latent)."]
+    lines += ["", "Prior, no actor: the same model's prior mean p(z | o), executed like the policy (the data's "
+                  "behaviour cloned through the model). Model columns: the latent-action model on the unlabeled "
+                  "episodes, their true actions used for scoring only (one-step error ÷ copying the observation; "
+                  "error with shuffled latents ÷ with the IDM's; R² of the actions decoded from the IDM's latent)."]
     if gaps:
         lines += ["", "Paired by seed (the same split): score differences, per seed and mean ± std.", "",
                   "| comparison | per seed | mean ± std | ahead on |", "|---|---|---|---|"]
         lines += [f"| {g['method']} − {g['versus']} | {', '.join(f'{d:+.1f}' for d in g['diff'])} | "
                   f"{g['diff_mean']:+.1f} ± {g['diff_std']:.1f} | {g['ahead']} of {len(g['seeds'])} seeds |" for g in gaps]
+    if actor:
+        lines += ["", "What the actor added: each policy's score minus its model's prior mean's, paired by seed.", "",
+                  "| method | actor − prior per seed | mean ± std | ahead on |", "|---|---|---|---|"]
+        lines += [f"| {g['method']} | {', '.join(f'{d:+.1f}' for d in g['diff'])} | {g['diff_mean']:+.1f} ± "
+                  f"{g['diff_std']:.1f} | {g['ahead']} of {len(g['seeds'])} seeds |" for g in actor]
     if executions:
         lines += ["", f"Executions of the same trained policies (on the same evaluation episodes), against "
                       f"policy.execute={executions[0]['versus']}, paired by seed.", "",
@@ -313,27 +397,27 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if r.get("signature") == signature and r["seed"] < b["seeds"]
                 and (r["method"] not in MODEL_METHODS or set(executions) <= set(r.get("execute_scores", {})))]
         done = {(r["method"], r["seed"]) for r in rows}
-        labeled_episodes = 0
+        labeled_episodes, jobs = 0, []
         for seed in range(b["seeds"]):
             split = split_labeled(episodes, args.labeled_fraction, seed=seed)
             labeled_episodes = sum(ep.labeled for ep in split)
             # the unlabeled episodes with their actions, to score the models' decoders (never trained on)
             probe = [ep for ep, kept in zip(episodes, split) if not kept.labeled]
-            for method in methods:
-                if (method, seed) in done:
-                    continue
-                row = run_method(method, split, config, args.task, seed, b["eval_episodes"], args.action_repeat,
-                                 progress=not args.no_progress, probe=probe, executions=executions)
-                row["signature"] = signature
-                print(f"{method} seed {seed}: score {row['score']:.1f} ({row['train_s']:.0f} s)", flush=True)
-                rows.append(row)
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+            jobs += [{"method": method, "episodes": split, "config": config, "task": args.task, "seed": seed,
+                      "eval_episodes": b["eval_episodes"], "action_repeat": args.action_repeat, "probe": probe,
+                      "executions": executions} for method in methods if (method, seed) not in done]
+        for row in run_jobs(jobs, args.workers, progress=not args.no_progress):
+            row["signature"] = signature
+            print(f"{row['method']} seed {row['seed']}: score {row['score']:.1f} ({row['train_s']:.0f} s)", flush=True)
+            rows.append(row)
+            with open(log_path, "a") as f:  # as each run ends: a killed run keeps what finished
+                f.write(json.dumps(row) + "\n")
         table = summarise(rows, methods)
         meta = {"episodes": len(episodes), "labeled_episodes": labeled_episodes, "config": asdict(config),
                 "wall_s": round(time.time() - start, 1)}
         write_results(out, table, args, b, meta, paired_gaps([r for r in rows if r["method"] in methods]),
-                      execution_gaps([r for r in rows if r["method"] in methods], config.policy.execute, executions))
+                      execution_gaps([r for r in rows if r["method"] in methods], config.policy.execute, executions),
+                      actor_gains([r for r in rows if r["method"] in methods]))
         plot_curves(rows, out / "curves.png")
     except (OfflineDataError, SimError, ValueError, RuntimeError) as error:
         return fail(error)

@@ -125,7 +125,7 @@ def test_train_expert_rejects_bad_arguments(tmp_path):
 
 # ---- offline RL with latent actions -------------------------------------------------------------------
 
-from lavid.control.imagination import PolicyConfig, lambda_returns, train_policy  # noqa: E402
+from lavid.control.imagination import PolicyConfig, PriorPolicy, lambda_returns, train_policy  # noqa: E402
 from lavid.control.latent_action_model import LatentModelConfig, train_latent_model  # noqa: E402
 from lavid.control.model_evals import model_metrics  # noqa: E402
 from lavid.control.offline_data import (  # noqa: E402
@@ -304,6 +304,17 @@ def test_idm_execution_needs_the_supervised_idm():
         policy.executing("planner")
 
 
+def test_labeled_only_trains_its_model_for_its_own_step_count():
+    from lavid.control.offline_rl import OfflineRLConfig
+
+    config = OfflineRLConfig(LatentModelConfig(steps=30), labeled_only_model_steps=7)
+    assert config.model_for("labeled_only").steps == 7 and config.model_for("latent").steps == 30
+    assert config.model.steps == 30  # the shared model config is not changed
+    assert OfflineRLConfig(LatentModelConfig(steps=30)).model_for("labeled_only").steps == 30  # 0: model.steps
+    with pytest.raises(OfflineDataError, match="labeled_only_model_steps"):
+        OfflineRLConfig(labeled_only_model_steps=-1).validate()
+
+
 def test_one_trained_policy_executes_each_way_with_the_same_weights():
     data = Transitions.from_episodes(split_labeled(point_mass_episodes(8), 0.5, seed=0))
     model = train_latent_model(data, LatentModelConfig(steps=20, batch_size=32, hidden=16))
@@ -318,6 +329,12 @@ def test_one_trained_policy_executes_each_way_with_the_same_weights():
         assert torch.equal(policy.act(obs), model.decode(x, z))
         assert torch.equal(via_idm.act(obs), model.label(x, model.step(x, z)[0]))
     assert not torch.equal(policy.act(obs), via_idm.act(obs))
+    prior = PriorPolicy(model, "idm")  # the baseline the actor should beat: the prior's mean, executed alike
+    with torch.no_grad():
+        assert torch.equal(prior.act(obs), model.label(x, model.step(x, model.prior(x)[0])[0]))
+    assert not torch.equal(prior.act(obs), via_idm.act(obs))
+    with pytest.raises(OfflineDataError, match="execute must be one of"):
+        PriorPolicy(model, "planner")
 
 
 def test_offline_data_errors(tmp_path):
@@ -371,7 +388,7 @@ def test_offline_rl_eval_end_to_end_and_resume(tmp_path):
     assert len(load_offline(replay)) == 3
     out = tmp_path / "eval"
     first = run_offline_eval(out, "--data", str(replay), "--labeled-fraction", "0.34", "--methods", "latent,bc,random",
-                             "--score-executions", "decoder,idm")
+                             "--score-executions", "decoder,idm", "--workers", "2")  # two processes side by side
     assert first.returncode == 0, first.stderr
     result = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in result["methods"]] == ["latent", "bc", "random"]
@@ -393,6 +410,12 @@ def test_offline_rl_eval_end_to_end_and_resume(tmp_path):
     assert all("execute_scores" not in r for r in rows if r["method"] != "latent")
     decoder_minus_idm = [round(r["execute_scores"]["decoder"] - r["score"], 2) for r in rows if r["method"] == "latent"]
     assert execution["diff"] == decoder_minus_idm and "| latent | decoder |" in (out / "results.md").read_text()
+    (actor,) = result["actor_over_prior"]  # each latent policy against its own model's prior mean
+    assert actor["method"] == "latent" and actor["seeds"] == [0, 1]
+    assert actor["diff"] == [round(r["score"] - r["prior_score"], 2) for r in rows if r["method"] == "latent"]
+    assert all("prior_score" not in r for r in rows if r["method"] != "latent")
+    assert latent["prior_score_mean"] != "" and result["methods"][1]["prior_score_mean"] == ""
+    assert "What the actor added" in (out / "results.md").read_text()
     assert len((out / "runs.jsonl").read_text().splitlines()) == 6
     for name in ("results.md", "results.csv", "curves.png"):
         assert (out / name).exists()
@@ -401,7 +424,7 @@ def test_offline_rl_eval_end_to_end_and_resume(tmp_path):
     assert len((out / "runs.jsonl").read_text().splitlines()) == 6
     assert json.loads((out / "results.json").read_text())["executions"] == []  # not asked for: not reported
     other = run_offline_eval(out, "--data", str(replay), "--labeled-fraction", "0.34", "--methods", "bc",
-                             "--bc-steps", "11")  # other settings: retrained, old rows not reported
+                             "--bc-steps", "11", "--workers", "1")  # other settings: retrained, old rows not reported
     assert other.returncode == 0 and "bc seed 1: score" in other.stdout
     assert [r["method"] for r in json.loads((out / "results.json").read_text())["methods"]] == ["bc"]
     wrong = run_offline_eval(tmp_path / "w", "--data", str(replay), "--methods", "bc", "--task", "walker-walk")
@@ -411,6 +434,7 @@ def test_offline_rl_eval_end_to_end_and_resume(tmp_path):
     assert overridden.returncode == 0, overridden.stderr
     config = json.loads((tmp_path / "s" / "results.json").read_text())["config"]
     assert config["bc"]["hidden"] == 8 and config["model"]["decode_mean"] is True and config["bc"]["steps"] == 10
+    assert config["labeled_only_model_steps"] == 10  # --model-steps alone sets both models' steps
 
 
 def test_offline_rl_eval_rejects_bad_input(tmp_path):
@@ -418,6 +442,10 @@ def test_offline_rl_eval_rejects_bad_input(tmp_path):
     assert bad.returncode == 2 and "no offline data" in bad.stderr
     bad = run_offline_eval(tmp_path / "b", "--data", str(tmp_path / "none.npz"), "--labeled-fraction", "0")
     assert bad.returncode == 2 and "labeled-fraction" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_offline_eval(tmp_path / "c", "--data", str(tmp_path / "none.npz"), "--workers", "0")
+    assert bad.returncode == 2 and "--workers must be >= 1" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_offline_eval(tmp_path / "d", "--data", str(tmp_path / "none.npz"), "--set", "labeled_only_model_steps=-1")
+    assert bad.returncode == 2 and "labeled_only_model_steps must be >= 0" in bad.stderr
     bad = run_offline_eval(tmp_path / "c", "--methods", "latent,dqn")
     assert bad.returncode == 2 and "dqn" in bad.stderr
     for override, named in (("model.bogus=1", "bogus"), ("policy.horizon=many", "horizon"), ("policy.horizon=0", "horizon"),

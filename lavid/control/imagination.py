@@ -4,7 +4,9 @@ From observations of the data, the actor ``pi(z | o)`` picks latent actions, the
 next observations and rewards for ``horizon`` steps, a critic ``V(o)`` and its slow copy give
 lambda-returns, and the actor follows the returns' gradient through the model while a KL term keeps it on
 the support of the model's prior ``p(z | o)``: latents the data never showed have no meaningful
-consequence in the model. At execution the decoder turns ``z`` into a real action.
+consequence in the model. At execution :func:`execute_latent` turns ``z`` into a real action, through the
+model's supervised IDM on the predicted next state or through its action decoder. :class:`PriorPolicy`, the
+prior's mean executed the same way, is the baseline the actor should beat.
 
 Shapes: ``B`` start states, ``H`` horizon, ``O`` observation, ``Z`` latent.
 """
@@ -83,10 +85,7 @@ class LatentPolicy(nn.Module):
         """Raw observations ``[B, O]`` -> real actions ``[B, A]`` in [-1, 1]: the actor's mean, executed as
         ``config.execute`` says."""
         x = self.model.normalize(obs)
-        z = self.actor(x)[0]
-        if self.config.execute == "idm":
-            return self.model.label(x, self.model.step(x, z)[0])
-        return self.model.decode(x, z)
+        return execute_latent(self.model, x, self.actor(x)[0], self.config.execute)
 
     def executing(self, execute: str) -> LatentPolicy:
         """This policy executed as ``execute`` says (see :class:`PolicyConfig`), sharing every weight: one trained
@@ -95,6 +94,30 @@ class LatentPolicy(nn.Module):
         view = copy.copy(self)  # shallow: the same modules; only the config differs
         view.config = replace(self.config, execute=execute)
         return view
+
+
+def execute_latent(model: LatentActionModel, x: torch.Tensor, z: torch.Tensor, execute: str) -> torch.Tensor:
+    """Normalised ``x [B, O]`` and latent ``z [B, Z]`` -> real action ``[B, A]`` in [-1, 1], as ``execute`` says
+    (:class:`PolicyConfig`): the supervised IDM on the predicted next state, or the action decoder."""
+    if execute == "idm":
+        return model.label(x, model.step(x, z)[0])
+    return model.decode(x, z)
+
+
+class PriorPolicy:
+    """The model's prior mean, ``z = E p(z | o)``, executed as ``execute`` says: the data's average behaviour
+    cloned through the model, with no actor. A :class:`LatentPolicy` trained on the same model should beat it;
+    the difference is what RL in imagination added."""
+
+    def __init__(self, model: LatentActionModel, execute: str) -> None:
+        check_execution(execute, model.action_idm is not None, name="execute")
+        self.model, self.execute = model, execute
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Raw observations ``[B, O]`` -> real actions ``[B, A]`` in [-1, 1]."""
+        x = self.model.normalize(obs)
+        return execute_latent(self.model, x, self.model.prior(x)[0], self.execute)
 
 
 def lambda_returns(reward: torch.Tensor, value: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:

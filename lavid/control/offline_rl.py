@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lavid.control.imagination import LatentPolicy, PolicyConfig, check_execution, train_policy
+from lavid.control.imagination import LatentPolicy, PolicyConfig, PriorPolicy, check_execution, train_policy
 from lavid.control.latent_action_model import LatentModelConfig, mlp, train_latent_model
 from lavid.control.model_evals import model_metrics
 from lavid.control.offline_data import Normalizer, OfflineDataError, OfflineEpisode, Transitions
@@ -49,6 +49,10 @@ class OfflineRLConfig:
     model: LatentModelConfig = field(default_factory=LatentModelConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     bc: BCConfig = field(default_factory=BCConfig)
+    # model steps of labeled_only, the baseline on the labeled transitions alone (0: model.steps). It sees a
+    # tenth of latent's data, so the same step count overfits it: set to where it scores best, measured
+    # (BENCHMARKS.md, offline RL part 6)
+    labeled_only_model_steps: int = 0
 
     def validate(self, prefix: str = "") -> None:
         """The ``bc`` section and what ``model`` and ``policy`` need of each other;
@@ -56,7 +60,16 @@ class OfflineRLConfig:
         for name in ("hidden", "steps", "batch_size"):
             if getattr(self.bc, name) < 1:
                 raise OfflineDataError(f"bc.{name} must be >= 1, got {getattr(self.bc, name)}")
+        if self.labeled_only_model_steps < 0:
+            raise OfflineDataError(f"labeled_only_model_steps must be >= 0 (0: model.steps), got "
+                                   f"{self.labeled_only_model_steps}")
         check_execution(self.policy.execute, self.model.pseudo > 0)
+
+    def model_for(self, method: str) -> LatentModelConfig:
+        """The model config ``method`` trains with: ``labeled_only`` takes its own step count when set."""
+        if method == "labeled_only" and self.labeled_only_model_steps:
+            return replace(self.model, steps=self.labeled_only_model_steps)
+        return self.model
 
 
 class BCPolicy(nn.Module):
@@ -146,7 +159,9 @@ def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLCon
     only (:func:`~lavid.control.model_evals.model_metrics`, the row's ``model`` entry); never trained on.
     ``executions``: for the model-based methods, also score the same trained policy executed each of these
     ways (``PolicyConfig.execute``), on the same evaluation episodes: the row's ``execute_scores``, mode ->
-    mean score (``score`` stays the configured execution's)."""
+    mean score (``score`` stays the configured execution's). The model-based methods' rows also carry
+    ``prior_score``: the model's prior mean executed the configured way, with no actor (:class:`PriorPolicy`),
+    on the same evaluation episodes."""
     if method not in METHODS:
         raise OfflineDataError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     for mode in executions:  # a bad mode stops before any training
@@ -159,7 +174,8 @@ def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLCon
     elif method == "bc":
         policy = train_bc(data, config.bc, seed)
     else:
-        model = train_latent_model(data, config.model, seed, labeled_only=method == "labeled_only", progress=progress)
+        model = train_latent_model(data, config.model_for(method), seed, labeled_only=method == "labeled_only",
+                                   progress=progress)
         starts = data.obs[data.labeled] if method == "labeled_only" else data.obs
         policy, history = train_policy(model, starts, config.policy, seed, progress=progress)
         extra = {"imagined_return": history[-1]["imagined_return"], "prior_kl": history[-1]["prior_kl"],
@@ -168,6 +184,10 @@ def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLCon
             extra["model"] = model_metrics(model, probe, seed)
     train_s = time.time() - start
     scores = evaluate_policy(policy, task, eval_episodes, seed=10_000 + seed, action_repeat=action_repeat)
+    if isinstance(policy, LatentPolicy):  # the same model's prior mean, no actor: what RL in imagination added
+        extra["prior_score"] = float(np.mean(evaluate_policy(
+            PriorPolicy(policy.model, config.policy.execute), task, eval_episodes, seed=10_000 + seed,
+            action_repeat=action_repeat)))
     if executions and isinstance(policy, LatentPolicy):
         extra["execute_scores"] = {
             mode: float(np.mean(scores if mode == config.policy.execute else evaluate_policy(
