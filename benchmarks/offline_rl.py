@@ -1,13 +1,15 @@
 """Step times of offline RL's three learners, and what a budget of ``evals/offline_rl.py`` costs from them.
 
 Usage:
-    python benchmarks/offline_rl.py [--device cpu|cuda] [--repeats 3] [--threads 2]
+    python benchmarks/offline_rl.py [--device cpu|cuda] [--repeats 3] [--threads 2] [--workers 2]
 
 Times (median of ``--repeats`` runs of ``--steps`` steps, after warm-up) one SAC update, one step of the
 latent-action world model and one step of the policy in imagination, at the sizes ``evals/offline_rl.py``
 uses (walker-walk: 24-d state, 6-d action; batch 256, hidden 256), and prints the training time of the
 smoke and full budgets per seed (SAC, then the two model-based methods, one after the other) -- the
-environment and its evaluation episodes not included.
+environment and its evaluation episodes not included. ``--workers 2`` also times the model step in two
+one-thread processes at once, as ``evals/offline_rl.py --workers 2`` runs its method-seeds, against this
+process.
 """
 
 from __future__ import annotations
@@ -37,37 +39,24 @@ def timed(step, steps: int, repeats: int, sync) -> float:
     return statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from evals.offline_rl import BUDGETS
-    from lavid.control.imagination import LatentPolicy, PolicyConfig, imagine, lambda_returns
+OBS_DIM, ACTION_DIM, BATCH = 24, 6, 256
+
+
+def model_step_time(device: torch.device, steps: int, repeats: int, threads: int = 0):
+    """(model, median seconds of one latent-action model training step), ``threads`` torch threads (0: as set)."""
     from lavid.control.latent_action_model import LatentActionModel, LatentModelConfig
     from lavid.control.offline_data import Normalizer
-    from lavid.control.sac import SAC, SACConfig
 
-    device = torch.device(args.device)
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
-    obs_dim, action_dim, batch = 24, 6, 256
-
-    agent = SAC(obs_dim, action_dim, SACConfig(), device=device)
-    sac_batch = {"state": torch.randn(batch, obs_dim), "action": torch.rand(batch, action_dim) * 2 - 1,
-                 "reward": torch.rand(batch), "next_state": torch.randn(batch, obs_dim)}
-    sac_s = timed(lambda: agent.update(sac_batch), args.steps, args.repeats, sync)
-
-    model_config = LatentModelConfig()
-    model = LatentActionModel(obs_dim, action_dim, model_config,
-                              Normalizer(torch.zeros(obs_dim), torch.ones(obs_dim))).to(device)
+    model = LatentActionModel(OBS_DIM, ACTION_DIM, LatentModelConfig(),
+                              Normalizer(torch.zeros(OBS_DIM), torch.ones(OBS_DIM))).to(device)
     optim = torch.optim.Adam(model.parameters(), lr=1e-3)
-    obs, nxt, rew = (torch.randn(batch, obs_dim, device=device), torch.randn(batch, obs_dim, device=device),
-                     torch.rand(batch, device=device))
-    act = torch.rand(batch, action_dim, device=device) * 2 - 1
+    obs, nxt, rew = (torch.randn(BATCH, OBS_DIM, device=device), torch.randn(BATCH, OBS_DIM, device=device),
+                     torch.rand(BATCH, device=device))
+    act = torch.rand(BATCH, ACTION_DIM, device=device) * 2 - 1
 
     def model_step():
         loss, _ = model.loss(obs, nxt, rew, (obs, nxt, rew, act))
@@ -75,7 +64,50 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         optim.step()
 
-    model_s = timed(model_step, args.steps, args.repeats, sync)
+    return model, timed(model_step, steps, repeats, sync)
+
+
+def _worker_step_time(steps: int, repeats: int) -> float:
+    return model_step_time(torch.device("cpu"), steps, repeats, threads=1)[1]
+
+
+def side_by_side(workers: int, steps: int, repeats: int) -> float:
+    """Median model step time of ``workers`` one-thread processes timing at once (``--workers`` of
+    evals/offline_rl.py), each process's median; the slowest is returned."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return max(pool.map(_worker_step_time, [steps] * workers, [repeats] * workers))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="also time the model step in this many one-thread processes at once (CPU), as "
+                             "evals/offline_rl.py --workers runs them, against this process's threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from evals.offline_rl import BUDGETS
+    from lavid.control.imagination import LatentPolicy, PolicyConfig, imagine, lambda_returns
+    from lavid.control.sac import SAC, SACConfig
+
+    device = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+    obs_dim, action_dim, batch = OBS_DIM, ACTION_DIM, BATCH
+
+    agent = SAC(obs_dim, action_dim, SACConfig(), device=device)
+    sac_batch = {"state": torch.randn(batch, obs_dim), "action": torch.rand(batch, action_dim) * 2 - 1,
+                 "reward": torch.rand(batch), "next_state": torch.randn(batch, obs_dim)}
+    sac_s = timed(lambda: agent.update(sac_batch), args.steps, args.repeats, sync)
+
+    model, model_s = model_step_time(device, args.steps, args.repeats)
+    obs = torch.randn(BATCH, OBS_DIM, device=device)
 
     config = PolicyConfig()
     policy = LatentPolicy(model, config).to(device)
@@ -94,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     policy_s = timed(policy_step, args.steps, args.repeats, sync)
     print(f"device {device}, threads {torch.get_num_threads()}, batch {batch}: SAC update {sac_s * 1e3:.1f} ms, "
           f"latent-action model step {model_s * 1e3:.1f} ms, policy step {policy_s * 1e3:.1f} ms")
+    if args.workers > 1 and device.type == "cpu":
+        parallel_s = side_by_side(args.workers, args.steps, args.repeats)
+        print(f"{args.workers} one-thread processes at once: model step {parallel_s * 1e3:.1f} ms each, "
+              f"{args.workers * model_s / parallel_s:.2f}x the throughput of one process with "
+              f"{torch.get_num_threads()} threads ({model_s * 1e3:.1f} ms)")
     print("| budget | SAC updates | model steps (latent + labeled-only) | policy steps (×2 methods) | "
           "training per seed, min | SAC, min |")
     print("|---|---|---|---|---|---|")
