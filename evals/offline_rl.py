@@ -11,8 +11,9 @@ default: no rendering), or ``medium`` / ``expert`` / ``random`` (episodes of its
 exploration noise, or of uniform actions, rolled out by ``data_prep/dmc.py``). For every seed the episodes
 are split once (``--labeled-fraction`` keep their actions, the rest lose them) and every method trains on
 that split: ``latent`` (the latent-action world model over all episodes + a latent policy learned in its
-imagination), ``labeled_only`` (the same on the labeled episodes alone), ``bc`` (behaviour cloning on the
-labeled episodes) and ``random``. Scores are return ÷ 10 over ``--eval-episodes`` simulator episodes.
+imagination), ``labeled_only`` (the same on the labeled episodes alone, its model trained for its own
+step count, ``--labeled-only-model-steps``: a tenth of the data overfits sooner), ``bc`` (behaviour cloning
+on the labeled episodes) and ``random``. Scores are return ÷ 10 over ``--eval-episodes`` simulator episodes.
 Writes ``results.md``, ``results.csv``, ``results.json`` (one row per method; md and json also pair
 ``latent`` with each other method seed by seed: the score differences and on how many seeds it is
 ahead), ``runs.jsonl`` (one line per method and seed: a rerun with the same data and settings skips what
@@ -20,7 +21,8 @@ is there) and ``curves.png`` (the policies' imagined returns while they learn). 
 decoder,idm`` scores each trained latent policy executed each way (``PolicyConfig.execute``) on the same
 evaluation episodes, paired by seed in results.md and ``executions`` in results.json. Every model-based
 method is also scored with its model's prior mean in place of the actor (``prior, no actor``; paired with the
-policy in ``actor_over_prior``). Observations are the simulator's proprioceptive state.
+policy in ``actor_over_prior``). ``--workers`` (default 2) method-seed runs go side by side, each in its own
+process with a share of the cores. Observations are the simulator's proprioceptive state.
 """
 
 from __future__ import annotations
@@ -148,9 +150,9 @@ def _init_worker(threads: int) -> None:
 def run_jobs(jobs: list[dict], workers: int, progress: bool = True):
     """Run each job (``run_method``'s keyword arguments) and yield its row as it finishes: one after another
     in this process when ``workers`` is 1, else in ``workers`` spawned processes sharing the cores (the
-    models are small: two one-thread runs side by side train about 1.5x faster than one two-thread run on
-    2 cores). Results are seeded either way, but the thread count changes float reductions, so the scores
-    of ``--workers 1`` and ``--workers 2`` differ by training noise."""
+    models are small: on 2 cores, two one-thread runs side by side get through 1.4x the work of one
+    two-thread run; BENCHMARKS.md, offline RL part 6). Results are seeded either way, but the thread count
+    changes float reductions, so the scores of ``--workers 1`` and ``--workers 2`` differ by training noise."""
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
