@@ -127,8 +127,6 @@ def budget(args: argparse.Namespace) -> dict:
             b[key] = getattr(args, key)
     if args.model_steps is not None and args.labeled_only_model_steps is None:
         b["labeled_only_model_steps"] = args.model_steps  # --model-steps alone sets both models' steps
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     for key, value in b.items():
         if value < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
@@ -380,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown method(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(METHODS)}")
         if not 0 < args.labeled_fraction <= 1:
             raise ValueError(f"--labeled-fraction must be in (0, 1], got {args.labeled_fraction}")
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
         config = make_config(b, args.set)
         executions = [m.strip() for m in args.score_executions.split(",") if m.strip()]
         for mode in executions:  # before any work
