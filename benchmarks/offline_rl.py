@@ -1,15 +1,15 @@
 """Step times of offline RL's three learners, and what a budget of ``evals/offline_rl.py`` costs from them.
 
 Usage:
-    python benchmarks/offline_rl.py [--device cpu|cuda] [--repeats 3] [--threads 2] [--workers 2]
+    python benchmarks/offline_rl.py [--device cpu|cuda] [--repeats 3] [--threads 2] [--workers 2[,4,...]]
 
 Times (median of ``--repeats`` runs of ``--steps`` steps, after warm-up) one SAC update, one step of the
 latent-action world model and one step of the policy in imagination, at the sizes ``evals/offline_rl.py``
 uses (walker-walk: 24-d state, 6-d action; batch 256, hidden 256), and prints the training time of the
 smoke and full budgets per seed (SAC, then the two model-based methods, one after the other) -- the
 environment and its evaluation episodes not included. ``--workers 2`` also times the model step in two
-one-thread processes at once, as ``evals/offline_rl.py --workers 2`` runs its method-seeds, against this
-process.
+one-thread processes at once on ``--device``, as ``evals/offline_rl.py --workers 2`` runs its method-seeds,
+against this process (on a GPU the small steps are launch-bound, so processes sharing it may overlap).
 """
 
 from __future__ import annotations
@@ -67,18 +67,23 @@ def model_step_time(device: torch.device, steps: int, repeats: int, threads: int
     return model, timed(model_step, steps, repeats, sync)
 
 
-def _worker_step_time(steps: int, repeats: int) -> float:
-    return model_step_time(torch.device("cpu"), steps, repeats, threads=1)[1]
+def _worker_step_time(device: str, steps: int, repeats: int, barrier) -> float:
+    torch.set_num_threads(1)
+    barrier.wait()  # every process built and ready: they time at once
+    return model_step_time(torch.device(device), steps, repeats, threads=1)[1]
 
 
-def side_by_side(workers: int, steps: int, repeats: int) -> float:
-    """Median model step time of ``workers`` one-thread processes timing at once (``--workers`` of
-    evals/offline_rl.py), each process's median; the slowest is returned."""
+def side_by_side(workers: int, steps: int, repeats: int, device: str = "cpu") -> float:
+    """Median model step time of ``workers`` one-thread processes timing at once on ``device`` (``--workers``
+    of evals/offline_rl.py), each process's median; the slowest is returned."""
     from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+    from multiprocessing import Manager, get_context
 
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        return max(pool.map(_worker_step_time, [steps] * workers, [repeats] * workers))
+    context = get_context("spawn")
+    with Manager() as manager, ProcessPoolExecutor(workers, mp_context=context) as pool:
+        barrier = manager.Barrier(workers)
+        return max(pool.map(_worker_step_time, [device] * workers, [steps] * workers, [repeats] * workers,
+                            [barrier] * workers))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,10 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="also time the model step in this many one-thread processes at once (CPU), as "
+    parser.add_argument("--workers", default="",
+                        help="N[,N...]: also time the model step in N one-thread processes at once, as "
                              "evals/offline_rl.py --workers runs them, against this process's threads")
     args = parser.parse_args(argv)
+    try:
+        workers = [int(n) for n in args.workers.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--workers takes N[,N...], got {args.workers!r}")
+    if any(n < 2 for n in workers):
+        parser.error(f"--workers counts must be >= 2, got {args.workers!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
     from evals.offline_rl import BUDGETS
@@ -126,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     policy_s = timed(policy_step, args.steps, args.repeats, sync)
     print(f"device {device}, threads {torch.get_num_threads()}, batch {batch}: SAC update {sac_s * 1e3:.1f} ms, "
           f"latent-action model step {model_s * 1e3:.1f} ms, policy step {policy_s * 1e3:.1f} ms")
-    if args.workers > 1 and device.type == "cpu":
-        parallel_s = side_by_side(args.workers, args.steps, args.repeats)
-        print(f"{args.workers} one-thread processes at once: model step {parallel_s * 1e3:.1f} ms each, "
-              f"{args.workers * model_s / parallel_s:.2f}x the throughput of one process with "
+    for n in workers:
+        parallel_s = side_by_side(n, args.steps, args.repeats, str(device))
+        print(f"{n} one-thread processes at once on {device}: model step {parallel_s * 1e3:.1f} ms each, "
+              f"{n * model_s / parallel_s:.2f}x the throughput of one process with "
               f"{torch.get_num_threads()} threads ({model_s * 1e3:.1f} ms)")
     print("| budget | SAC updates | model steps (latent + labeled-only) | policy steps (×2 methods) | "
           "training per seed, min | SAC, min |")

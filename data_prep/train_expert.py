@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lavid.core.cli import fail, setup_logging  # noqa: E402
+from lavid.core.cli import fail, resolve_device, setup_logging  # noqa: E402
 
 
 def milestones(text: str) -> dict[str, float]:
@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--device", default="auto", help="where SAC trains: auto (cuda when there is one), cpu, "
+                                                       "cuda, cuda:N; the simulator steps on the CPU")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         config = ExpertConfig(
             task=args.task, out=args.out, steps=args.steps, action_repeat=args.action_repeat, seed=args.seed,
             eval_every=args.eval_every, eval_episodes=args.eval_episodes, milestones=args.milestones,
+            device=resolve_device(args.device),
             sac=SACConfig(hidden=args.hidden, lr=args.lr, batch_size=args.batch_size, seed_steps=args.seed_steps),
         )
         config.validate()

@@ -21,8 +21,10 @@ is there) and ``curves.png`` (the policies' imagined returns while they learn). 
 decoder,idm`` scores each trained latent policy executed each way (``PolicyConfig.execute``) on the same
 evaluation episodes, paired by seed in results.md and ``executions`` in results.json. Every model-based
 method is also scored with its model's prior mean in place of the actor (``prior, no actor``; paired with the
-policy in ``actor_over_prior``). ``--workers`` (default 2) method-seed runs go side by side, each in its own
-process with a share of the cores. Observations are the simulator's proprioceptive state.
+policy in ``actor_over_prior``). ``--workers`` (default 2 on the CPU, 8 on a GPU) method-seed runs go side by
+side, each in its own process with a share of the cores. ``--device`` (default: cuda when there is one) is
+where SAC, the models and the policies train; the simulator steps on the CPU. Observations are the
+simulator's proprioceptive state.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lavid.core.cli import fail, setup_logging  # noqa: E402
+from lavid.core.cli import fail, resolve_device, setup_logging  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,14 +97,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also score every trained latent policy executed each of these ways (decoder, idm), "
                              "on the same episodes: paired by seed in results.md (default: only policy.execute)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="method-seed runs side by side, in separate processes (default: 2, or 1 on one core)")
+                        help="method-seed runs side by side, in separate processes (default: 2 on the CPU, 8 on a "
+                             "GPU, at most one per core)")
+    parser.add_argument("--device", default="auto",
+                        help="where SAC, the models and the policies train: auto (cuda when there is one), cpu, "
+                             "cuda, cuda:N; the simulator steps on the CPU")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    if args.workers is None:
-        import os
+    return parser.parse_args(argv)
 
-        args.workers = min(2, os.cpu_count() or 1)
-    return args
+
+def default_workers(device: str) -> int:
+    """Runs side by side when ``--workers`` is not given. On 2 CPU cores two one-thread processes get through
+    1.25-1.4x the work of one two-thread process; on one H100 eight processes sharing the GPU get through
+    4.65x the model steps of one, since these small steps are launch-bound (BENCHMARKS.md, offline RL
+    part 7). At most one per core."""
+    import os
+
+    return min(8 if device.startswith("cuda") else 2, os.cpu_count() or 1)
 
 
 def make_config(b: dict, overrides: list[str]):
@@ -189,7 +200,8 @@ def make_data(args: argparse.Namespace, b: dict, out: Path) -> Path:
     summary = agent / "summary.json"
     if args.dataset != "random" and not (summary.exists() and json.loads(summary.read_text())["steps"] >= b["expert_steps"]):
         run(["data_prep/train_expert.py", "--task", args.task, "--out", str(agent), "--steps", str(b["expert_steps"]),
-             "--action-repeat", str(args.action_repeat), "--eval-every", str(max(1, b["expert_steps"] // 10))]
+             "--action-repeat", str(args.action_repeat), "--eval-every", str(max(1, b["expert_steps"] // 10)),
+             "--device", args.device]
             + (["--no-progress"] if args.no_progress else []))
     if args.dataset == "medium-replay":
         return agent / "replay.npz"
@@ -378,8 +390,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown method(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(METHODS)}")
         if not 0 < args.labeled_fraction <= 1:
             raise ValueError(f"--labeled-fraction must be in (0, 1], got {args.labeled_fraction}")
-        if args.workers < 1:
+        if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        device = resolve_device(args.device)
+        workers = args.workers or default_workers(device)
         config = make_config(b, args.set)
         executions = [m.strip() for m in args.score_executions.split(",") if m.strip()]
         for mode in executions:  # before any work
@@ -407,8 +421,8 @@ def main(argv: list[str] | None = None) -> int:
             probe = [ep for ep, kept in zip(episodes, split) if not kept.labeled]
             jobs += [{"method": method, "episodes": split, "config": config, "task": args.task, "seed": seed,
                       "eval_episodes": b["eval_episodes"], "action_repeat": args.action_repeat, "probe": probe,
-                      "executions": executions} for method in methods if (method, seed) not in done]
-        for row in run_jobs(jobs, args.workers, progress=not args.no_progress):
+                      "executions": executions, "device": device} for method in methods if (method, seed) not in done]
+        for row in run_jobs(jobs, workers, progress=not args.no_progress):
             row["signature"] = signature
             print(f"{row['method']} seed {row['seed']}: score {row['score']:.1f} ({row['train_s']:.0f} s)", flush=True)
             rows.append(row)

@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,12 +121,26 @@ def test_train_expert_rejects_bad_arguments(tmp_path):
     assert "Traceback" not in bad.stderr
     bad = run_expert(tmp_path / "y", 10, "--milestones", "medium")
     assert bad.returncode == 2 and "NAME=RETURN" in bad.stderr
-    assert not (tmp_path / "x").exists()
+    for device, named in (("cuda:99", "CUDA device(s) here"), ("tpu", "not a torch device")):
+        bad = run_expert(tmp_path / "z", 10, "--device", device)
+        assert bad.returncode == 2 and named in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+def test_device_names_resolve_or_fail_clearly():
+    from lavid.core.cli import resolve_device
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    for name, named in (("cuda:99", "CUDA device"), ("tpu", "not a torch device"), ("meta", "auto, cpu or cuda")):
+        with pytest.raises(ValueError, match=named):
+            resolve_device(name)
 
 
 # ---- offline RL with latent actions -------------------------------------------------------------------
 
-from lavid.control.imagination import PolicyConfig, PriorPolicy, lambda_returns, train_policy  # noqa: E402
+from lavid.control.imagination import (  # noqa: E402
+    LatentPolicy, PolicyConfig, PriorPolicy, ema_decay, lambda_returns, train_policy)
 from lavid.control.latent_action_model import LatentModelConfig, train_latent_model  # noqa: E402
 from lavid.control.model_evals import model_metrics  # noqa: E402
 from lavid.control.offline_data import (  # noqa: E402
@@ -337,6 +352,31 @@ def test_one_trained_policy_executes_each_way_with_the_same_weights():
         PriorPolicy(model, "planner")
 
 
+def test_actor_ema_executes_the_polyak_average_of_the_trained_actor():
+    data = Transitions.from_episodes(split_labeled(point_mass_episodes(8), 0.5, seed=0))
+    model = train_latent_model(data, LatentModelConfig(steps=20, batch_size=32, hidden=16))
+    config = PolicyConfig(steps=30, batch_size=16, hidden=16, actor_ema=0.9)
+    torch.manual_seed(0)  # train_policy(seed=0) starts from this actor
+    average = {k: v.clone() for k, v in LatentPolicy(model, config).actor.state_dict().items()}
+    last = {}
+
+    def follow(step, policy):  # the average by hand, from the weights after each update
+        last.update({k: v.detach().clone() for k, v in policy.actor.state_dict().items()})
+        for k, v in last.items():
+            average[k] += (1 - ema_decay(0.9, step)) * (v - average[k])
+
+    policy, _ = train_policy(model, data.obs, config, seed=0, callback=follow)
+    assert [round(ema_decay(0.9, t), 3) for t in (0, 1, 80, 10_000)] == [0.1, 0.182, 0.9, 0.9]
+    for k, v in policy.actor.state_dict().items():
+        torch.testing.assert_close(v, average[k])
+    assert any(not torch.allclose(v, last[k]) for k, v in policy.actor.state_dict().items())  # not the last weights
+    plain, _ = train_policy(model, data.obs, replace(config, actor_ema=0.0), seed=0)
+    for k, v in plain.actor.state_dict().items():
+        torch.testing.assert_close(v, last[k])  # the same run without the average: its last weights
+    with pytest.raises(OfflineDataError, match="actor_ema"):
+        PolicyConfig(actor_ema=1.0).validate()
+
+
 def test_offline_data_errors(tmp_path):
     np.savez(tmp_path / "bad.npz", state=np.zeros((3, 2)), next_state=np.zeros((3, 2)), action=np.zeros((3, 1)),
              episode=np.zeros(3))
@@ -444,6 +484,8 @@ def test_offline_rl_eval_rejects_bad_input(tmp_path):
     assert bad.returncode == 2 and "labeled-fraction" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_offline_eval(tmp_path / "c", "--data", str(tmp_path / "none.npz"), "--workers", "0")
     assert bad.returncode == 2 and "--workers must be >= 1" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_offline_eval(tmp_path / "c", "--data", str(tmp_path / "none.npz"), "--device", "cuda:99")
+    assert bad.returncode == 2 and "--device cuda:99" in bad.stderr and not (tmp_path / "c").exists()
     bad = run_offline_eval(tmp_path / "d", "--data", str(tmp_path / "none.npz"), "--set", "labeled_only_model_steps=-1")
     assert bad.returncode == 2 and "labeled_only_model_steps must be >= 0" in bad.stderr
     bad = run_offline_eval(tmp_path / "c", "--methods", "latent,dqn")

@@ -43,6 +43,7 @@ class ExpertConfig:
     eval_episodes: int = 5
     milestones: dict[str, float] = field(default_factory=lambda: {"medium": 400.0, "expert": 900.0})
     sac: SACConfig = field(default_factory=SACConfig)
+    device: str = "cpu"  # where SAC trains; the simulator steps on the CPU
 
     def validate(self) -> None:
         check_task(self.task)
@@ -106,13 +107,13 @@ def train_expert(config: ExpertConfig, progress: bool = True) -> dict:
     episode_len = probe.max_steps
     probe.close()
     capacity = config.steps + episode_len
-    agent = SAC(state_dim, action_dim, config.sac, seed=config.seed)
+    agent = SAC(state_dim, action_dim, config.sac, device=config.device, seed=config.seed)
     buffer = ReplayBuffer(state_dim, action_dim, physics_dim, capacity)
     step, episode, rows, reached = 0, 0, [], {}
     rng = np.random.default_rng(config.seed)
     state_path = out / "state.pt"
     if state_path.exists():
-        saved = torch.load(state_path, weights_only=False)
+        saved = torch.load(state_path, weights_only=False, map_location="cpu")
         agent.load_state_dict(saved["agent"])
         buffer = ReplayBuffer.from_arrays(saved["buffer"], capacity)
         step, episode, rows, reached = saved["step"], saved["episode"], saved["rows"], saved["reached"]

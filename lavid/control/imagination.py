@@ -55,6 +55,9 @@ class PolicyConfig:
     # walker the same trained policies scored +2.4 ± 1.5 higher through the IDM, ahead on 9 of 10 seeds
     # (labeled-only: +2.5 ± 3.1, 9 of 10; BENCHMARKS.md offline RL part 5)
     execute: str = "idm"
+    # Polyak average of the actor's weights, executed in place of the last ones: 0 turns it off, else the decay
+    # (ramped as min(decay, (1 + t) / (10 + t)) so the random initial weights fade within a few steps)
+    actor_ema: float = 0.0
 
     def validate(self, prefix: str = "policy") -> None:
         prefix = f"{prefix}." if prefix else ""
@@ -64,6 +67,8 @@ class PolicyConfig:
         for name in ("gamma", "lam", "tau"):
             if not 0 < getattr(self, name) <= 1:
                 raise OfflineDataError(f"{prefix}{name} must be in (0, 1], got {getattr(self, name)}")
+        if not 0 <= self.actor_ema < 1:
+            raise OfflineDataError(f"{prefix}actor_ema must be in [0, 1) (0: off), got {self.actor_ema}")
         if self.prior_kl < 0 or not self.lr > 0:
             raise OfflineDataError(f"{prefix}prior_kl must be >= 0 and {prefix}lr > 0")
         check_execution(self.execute, name=f"{prefix}execute")
@@ -82,10 +87,10 @@ class LatentPolicy(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """Raw observations ``[B, O]`` -> real actions ``[B, A]`` in [-1, 1]: the actor's mean, executed as
-        ``config.execute`` says."""
-        x = self.model.normalize(obs)
-        return execute_latent(self.model, x, self.actor(x)[0], self.config.execute)
+        """Raw observations ``[B, O]`` -> real actions ``[B, A]`` in [-1, 1] on the observations' device: the
+        actor's mean, executed as ``config.execute`` says."""
+        x = self.model.normalize(obs.to(self.model.obs_mean.device))
+        return execute_latent(self.model, x, self.actor(x)[0], self.config.execute).to(obs.device)
 
     def executing(self, execute: str) -> LatentPolicy:
         """This policy executed as ``execute`` says (see :class:`PolicyConfig`), sharing every weight: one trained
@@ -115,9 +120,9 @@ class PriorPolicy:
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """Raw observations ``[B, O]`` -> real actions ``[B, A]`` in [-1, 1]."""
-        x = self.model.normalize(obs)
-        return execute_latent(self.model, x, self.model.prior(x)[0], self.execute)
+        """Raw observations ``[B, O]`` -> real actions ``[B, A]`` in [-1, 1] on the observations' device."""
+        x = self.model.normalize(obs.to(self.model.obs_mean.device))
+        return execute_latent(self.model, x, self.model.prior(x)[0], self.execute).to(obs.device)
 
 
 def lambda_returns(reward: torch.Tensor, value: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
@@ -143,10 +148,17 @@ def imagine(policy: LatentPolicy, x: torch.Tensor, horizon: int) -> tuple[torch.
     return torch.stack(states), torch.stack(rewards), torch.stack(kls)
 
 
+def ema_decay(decay: float, step: int) -> float:
+    """The Polyak decay used after ``step`` updates (0-based): ``decay``, ramped up from 0.1 at the start."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 def train_policy(model: LatentActionModel, starts: torch.Tensor, config: PolicyConfig, seed: int = 0,
-                 progress: bool = False) -> tuple[LatentPolicy, list[dict]]:
+                 progress: bool = False, callback=None) -> tuple[LatentPolicy, list[dict]]:
     """Learn a :class:`LatentPolicy` from imagined rollouts starting at observations ``starts [N, O]``.
-    Returns the policy and a log (every 100 steps: mean imagined return, KL to the prior)."""
+    Returns the policy and a log (every 100 steps: mean imagined return, KL to the prior). With
+    ``config.actor_ema`` the returned actor holds the Polyak average of the actor's weights over training.
+    ``callback(step, policy)``, if given, is called after each update with the actor being trained."""
     from tqdm.auto import tqdm
 
     config.validate()
@@ -158,6 +170,7 @@ def train_policy(model: LatentActionModel, starts: torch.Tensor, config: PolicyC
     policy.to(device)
     actor_optim = torch.optim.Adam(policy.actor.parameters(), lr=config.lr)
     critic_optim = torch.optim.Adam(policy.critic.parameters(), lr=config.lr)
+    average = copy.deepcopy(policy.actor).requires_grad_(False) if config.actor_ema else None
     scale, history = torch.tensor(1.0), []
     bar = tqdm(range(config.steps), disable=not progress, desc="policy in imagination", unit="step", leave=False)
     for step in bar:
@@ -173,6 +186,10 @@ def train_policy(model: LatentActionModel, starts: torch.Tensor, config: PolicyC
         actor_loss.backward()
         nn.utils.clip_grad_norm_(policy.actor.parameters(), 10.0)
         actor_optim.step()
+        if average is not None:
+            with torch.no_grad():
+                for p, ap in zip(policy.actor.parameters(), average.parameters()):
+                    ap.lerp_(p, 1 - ema_decay(config.actor_ema, step))
         critic = policy.critic(states_t[:-1].detach()).squeeze(-1)
         critic_loss = F.mse_loss(critic, returns.detach())
         critic_optim.zero_grad(set_to_none=True)
@@ -184,4 +201,8 @@ def train_policy(model: LatentActionModel, starts: torch.Tensor, config: PolicyC
         if step % 100 == 0 or step == config.steps - 1:
             history.append({"step": step, "imagined_return": returns[0].mean().item(), "prior_kl": prior_kl.mean().item()})
             bar.set_postfix(ret=f"{history[-1]['imagined_return']:.1f}")
+        if callback is not None:
+            callback(step, policy)
+    if average is not None:
+        policy.actor.load_state_dict(average.state_dict())
     return policy.eval(), history

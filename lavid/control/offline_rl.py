@@ -85,20 +85,21 @@ class BCPolicy(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        return self(obs)
+        """Raw observations ``[B, O]`` -> actions ``[B, A]`` on the observations' device."""
+        return self(obs.to(self.normalizer.mean.device)).to(obs.device)
 
 
-def train_bc(data: Transitions, config: BCConfig, seed: int = 0) -> BCPolicy:
+def train_bc(data: Transitions, config: BCConfig, seed: int = 0, device: str | torch.device = "cpu") -> BCPolicy:
     if len(data.labeled) == 0:
         raise OfflineDataError("behaviour cloning needs labeled transitions")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    obs = data.obs[data.labeled]
-    policy = BCPolicy(obs.shape[1], data.action.shape[1], config.hidden, Normalizer.fit(obs))
+    obs, action = data.obs[data.labeled].to(device), data.action.to(device)
+    policy = BCPolicy(obs.shape[1], data.action.shape[1], config.hidden, Normalizer.fit(obs)).to(device)
     optim = torch.optim.Adam(policy.parameters(), lr=config.lr)
     for _ in range(config.steps):
-        pick = torch.randint(len(obs), (config.batch_size,), generator=generator)
-        loss = F.mse_loss(policy(obs[pick]), data.action[pick])
+        pick = torch.randint(len(obs), (config.batch_size,), generator=generator).to(device)
+        loss = F.mse_loss(policy(obs[pick]), action[pick])
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -152,7 +153,8 @@ def check_task_matches(episodes: list[OfflineEpisode], task: str, action_repeat:
 
 def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLConfig, task: str, seed: int,
                eval_episodes: int, action_repeat: int, progress: bool = False,
-               probe: list[OfflineEpisode] | None = None, executions: Sequence[str] = ()) -> dict:
+               probe: list[OfflineEpisode] | None = None, executions: Sequence[str] = (),
+               device: str | torch.device = "cpu") -> dict:
     """Train ``method`` on ``episodes`` (already split) with ``seed`` and score it; returns a result row.
 
     ``probe``: the unlabeled episodes with their actions given back, for scoring the latent-action model
@@ -161,7 +163,8 @@ def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLCon
     ways (``PolicyConfig.execute``), on the same evaluation episodes: the row's ``execute_scores``, mode ->
     mean score (``score`` stays the configured execution's). The model-based methods' rows also carry
     ``prior_score``: the model's prior mean executed the configured way, with no actor (:class:`PriorPolicy`),
-    on the same evaluation episodes."""
+    on the same evaluation episodes. ``device``: where the learners train and act (the simulator steps on
+    the CPU)."""
     if method not in METHODS:
         raise OfflineDataError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     for mode in executions:  # a bad mode stops before any training
@@ -172,10 +175,10 @@ def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLCon
     if method == "random":
         policy = RandomPolicy(data.action.shape[1] if len(data.action) else _action_dim(task), seed)
     elif method == "bc":
-        policy = train_bc(data, config.bc, seed)
+        policy = train_bc(data, config.bc, seed, device)
     else:
         model = train_latent_model(data, config.model_for(method), seed, labeled_only=method == "labeled_only",
-                                   progress=progress)
+                                   progress=progress, device=device)
         starts = data.obs[data.labeled] if method == "labeled_only" else data.obs
         policy, history = train_policy(model, starts, config.policy, seed, progress=progress)
         extra = {"imagined_return": history[-1]["imagined_return"], "prior_kl": history[-1]["prior_kl"],

@@ -40,6 +40,25 @@ def fail(error: BaseException, code: int = 2) -> int:
     return code
 
 
+def resolve_device(name: str) -> str:
+    """A ``--device`` value -> a torch device string: ``auto`` is cuda when torch sees a GPU, else cpu. One that
+    torch cannot use here (no such GPU, an unknown kind) is a ValueError naming it, before any work."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r} is not a torch device ({error})") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s) here; "
+                         "use --device cpu or auto")
+    return str(device)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` (default configs/tiny.yaml) and trailing ``key=value`` overrides of a training config."""
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default configs/tiny.yaml)")
