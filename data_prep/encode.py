@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lavid.core.cli import add_config_arguments, clean_exit, load_config_from_args, parse_cli  # noqa: E402
+from lavid.core.cli import add_config_arguments, clean_exit, load_config_from_args, parse_cli, resolve_device  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder of the feature cache")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when there is one, the default), cpu, cuda, cuda:N")
     parser.add_argument("--no-progress", action="store_true")
     add_config_arguments(parser)
     args = parse_cli(parser, argv)
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with clean_exit(DatasetFormatError, StoreError, ValueError):
         config = load_config_from_args(args, TrainConfig)
-        meta = build_feature_cache(config, args.out, args.batch_size, args.device, progress=not args.no_progress)
+        device = resolve_device(args.device)  # a device torch cannot use here stops before any work
+        meta = build_feature_cache(config, args.out, args.batch_size, device, progress=not args.no_progress)
     actions = f", actions of {meta['action_dim']} per frame" if meta["action_dim"] else ""
     print(f"encoded {meta['counts']['clips']} clips -> {args.out} (features {meta['shape']}{actions}, "
           f"encoder {meta['encoder']})")

@@ -153,6 +153,10 @@ def test_feature_cache_gives_the_same_loss_as_frames(sim_data, tmp_path):
     cache = tmp_path / "features"
     subprocess.run([sys.executable, str(ENCODE), "--out", str(cache), "--no-progress", *common], check=True,
                    capture_output=True, timeout=300, cwd=ROOT)
+    bad = subprocess.run([sys.executable, str(ENCODE), "--out", str(tmp_path / "bad"), "--device", "cuda:99", *common],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert bad.returncode == 2 and "--device cuda:99" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert not (tmp_path / "bad").exists()  # stopped before any work
     frames_run, features_run = tmp_path / "frames", tmp_path / "feats"
     run(*common, f"out_dir={frames_run}")
     run(*common, f"out_dir={features_run}", f"data.features={cache}")
