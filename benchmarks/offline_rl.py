@@ -44,14 +44,14 @@ OBS_DIM, ACTION_DIM, BATCH = 24, 6, 256
 
 def model_step_time(device: torch.device, steps: int, repeats: int, threads: int = 0):
     """(model, median seconds of one latent-action model training step), ``threads`` torch threads (0: as set)."""
-    from lavid.control.latent_action_model import LatentActionModel, LatentModelConfig
-    from lavid.control.offline_data import Normalizer
+    from lavid.offline_rl.state_world_model import StateWorldModel, StateWorldModelConfig
+    from lavid.offline_rl.offline_data import Normalizer
 
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
-    model = LatentActionModel(OBS_DIM, ACTION_DIM, LatentModelConfig(),
+    model = StateWorldModel(OBS_DIM, ACTION_DIM, StateWorldModelConfig(),
                               Normalizer(torch.zeros(OBS_DIM), torch.ones(OBS_DIM))).to(device)
     optim = torch.optim.Adam(model.parameters(), lr=1e-3)
     obs, nxt, rew = (torch.randn(BATCH, OBS_DIM, device=device), torch.randn(BATCH, OBS_DIM, device=device),
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from evals.offline_rl import BUDGETS
-    from lavid.control.imagination import LatentPolicy, PolicyConfig, imagine, lambda_returns
-    from lavid.control.sac import SAC, SACConfig
+    from lavid.offline_rl.imagination import LatentPolicy, PolicyConfig, imagine, lambda_returns
+    from lavid.offline_rl.sac import SAC, SACConfig
 
     device = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)

@@ -7,7 +7,7 @@ zero: every rollout copies the last state, every sample costs the same), so thos
 are redrawn from a seeded N(0, 0.02²); the cost then depends on the actions.
 
 Each episode has a random context of S0 = 4 states ``[S0, N, D]`` with its 3 past actions and a random
-goal state ``[N, D]``; the cost is the one ``evals/plan.py`` plans with (:class:`lavid.control.mpc.GoalCost`):
+goal state ``[N, D]``; the cost is the one ``evals/plan.py`` plans with (:class:`lavid.planning.mpc.GoalCost`):
 the L2 distance between the last state of ``model.rollout(context, past actions + candidate)`` and the goal. Both planners run interleaved, one
 warm-up call each, medians over the repeats; the table gives milliseconds per plan of all episodes, the
 speed-up and the largest difference between the two plans' actions and costs (0 means bit-identical; with BLAS,
@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from lavid.control.dynamics import ActionDynamics  # noqa: E402
-from lavid.control.mpc import GoalCost  # noqa: E402
-from lavid.control.planner import Plan, PlannerConfig, plan, plan_looped, seeded_generators  # noqa: E402
+from lavid.planning.dynamics import ActionDynamics  # noqa: E402
+from lavid.planning.mpc import GoalCost  # noqa: E402
+from lavid.planning.planner import Plan, PlannerConfig, plan, plan_looped, seeded_generators  # noqa: E402
 from lavid.core.cli import DEFAULT_CONFIG  # noqa: E402
 from lavid.core.config import load_config  # noqa: E402
 from lavid.models.world_model import LatentActionWorldModel  # noqa: E402

@@ -61,8 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
-    from lavid.control.expert import ExpertConfig, train_expert
-    from lavid.control.sac import SACConfig
+    from lavid.offline_rl.expert import ExpertConfig, train_expert
+    from lavid.offline_rl.sac import SACConfig
     from lavid.data.sim import SimError
 
     try:

@@ -23,7 +23,7 @@ from lavid.core.cli import add_config_arguments, clean_exit, parse_cli  # noqa: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lavid.metrics.ablation import BUDGETS, FAMILIES
+    from lavid.experiments.ablation import BUDGETS, FAMILIES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/ablate", help="output folder (default runs/ablate)")
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     import dataclasses
 
     from lavid.data.clips import DatasetFormatError
-    from lavid.metrics.ablation import parse_values, run_sweep
+    from lavid.experiments.ablation import parse_values, run_sweep
 
     with clean_exit(DatasetFormatError, ValueError):
         budget = dataclasses.replace(BUDGETS[args.budget], values=dict(BUDGETS[args.budget].values))

@@ -119,7 +119,7 @@ def default_workers(device: str) -> int:
 def make_config(b: dict, overrides: list[str]):
     """The budget's :class:`OfflineRLConfig` with ``SECTION.KEY=VALUE`` overrides, built and validated by the
     project's config loader (an unknown key or a bad value is a ValueError naming it)."""
-    from lavid.control.offline_rl import OfflineRLConfig
+    from lavid.offline_rl.methods import OfflineRLConfig
     from lavid.core.config import ConfigError, load_config
 
     steps = [f"model.steps={b['model_steps']}", f"labeled_only_model_steps={b['labeled_only_model_steps']}",
@@ -166,7 +166,7 @@ def run_jobs(jobs: list[dict], workers: int, progress: bool = True):
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    from lavid.control.offline_rl import run_method
+    from lavid.offline_rl.methods import run_method
 
     if workers <= 1:
         for job in jobs:
@@ -235,7 +235,7 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
             "unlabeled_transitions": mine[0]["unlabeled_transitions"],
             "train_s_mean": round(float(np.mean([r["train_s"] for r in mine])), 1),
         })
-        for key in MODEL_METRICS:  # the model's held-out checks (lavid/control/model_evals.py), where trained
+        for key in MODEL_METRICS:  # the model's held-out checks (lavid/offline_rl/model_evals.py), where trained
             values = [r["model"][key] for r in mine if "model" in r]
             table[-1][key] = round(float(np.mean(values)), 3) if values else ""
         prior = [r["prior_score"] for r in mine if "prior_score" in r]  # the model's prior mean, no actor
@@ -376,9 +376,9 @@ def write_results(out: Path, table: list[dict], args: argparse.Namespace, b: dic
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
-    from lavid.control.offline_data import OfflineDataError, load_offline, split_labeled
-    from lavid.control.imagination import check_execution
-    from lavid.control.offline_rl import METHODS, check_task_matches, run_method
+    from lavid.offline_rl.offline_data import OfflineDataError, load_offline, split_labeled
+    from lavid.offline_rl.imagination import check_execution
+    from lavid.offline_rl.methods import METHODS, check_task_matches, run_method
     from lavid.data.sim import SimError, check_task
 
     try:

@@ -152,13 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from lavid.control.controller import ControllerConfig
-    from lavid.control.dynamics import ActionDynamics
-    from lavid.control.fit_controller import ControllerTrainConfig, count_transitions, load_controller, \
+    from lavid.planning.controller import ControllerConfig
+    from lavid.planning.dynamics import ActionDynamics
+    from lavid.planning.fit_controller import ControllerTrainConfig, count_transitions, load_controller, \
         split_episodes, train_controller
-    from lavid.control.mpc import PlanningAgent, RandomAgent, ReplayAgent, run_closed_loop
-    from lavid.control.planner import PlannerConfig
-    from lavid.control.reaching import load_goals, reaching_metrics, start_envs
+    from lavid.planning.mpc import PlanningAgent, RandomAgent, ReplayAgent, run_closed_loop
+    from lavid.planning.planner import PlannerConfig
+    from lavid.planning.reaching import load_goals, reaching_metrics, start_envs
     from lavid.core.config import ConfigError
     from lavid.data.clips import DatasetFormatError
     from lavid.core.threads import usable_cores

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. run=runs/tiny labeled_fraction=0.05")
     args = parse_cli(parser, argv)
 
-    from lavid.control.fit_controller import ControllerTrainConfig, train_controller
+    from lavid.planning.fit_controller import ControllerTrainConfig, train_controller
     from lavid.core.config import load_config
     from lavid.core.threads import usable_cores
     from lavid.data.clips import DatasetFormatError

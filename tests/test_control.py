@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from lavid.control.controller import Controller, ControllerConfig
-from lavid.control.dynamics import ActionDynamics, pairs
-from lavid.control.fit_controller import ControllerTrainConfig, Transitions, fit
-from lavid.control.mpc import GoalCost, RandomAgent, ReplayAgent, run_closed_loop
-from lavid.control.planner import PlannerConfig, plan, seeded_generators, warm_start
+from lavid.planning.controller import Controller, ControllerConfig
+from lavid.planning.dynamics import ActionDynamics, pairs
+from lavid.planning.fit_controller import ControllerTrainConfig, Transitions, fit
+from lavid.planning.mpc import GoalCost, RandomAgent, ReplayAgent, run_closed_loop
+from lavid.planning.planner import PlannerConfig, plan, seeded_generators, warm_start
 from lavid.core.config import ConfigError
 from lavid.models.world_model import LatentActionWorldModel, ModelConfig
 from test_train import ROOT, TINY, run
@@ -169,7 +169,7 @@ def reacher_goals(tmp_path_factory):
 
 
 def test_replaying_the_stored_actions_reaches_the_stored_goal_exactly(reacher_goals):
-    from lavid.control.reaching import load_goals, reaching_metrics, start_envs
+    from lavid.planning.reaching import load_goals, reaching_metrics, start_envs
 
     goals = load_goals(reacher_goals, "reacher-easy", episodes=2, goal_step=6)
     assert goals.oracle_actions.shape == (2, 6, 2) and goals.goal_frames.shape == (2, 3, 32, 32)
@@ -184,7 +184,7 @@ def test_replaying_the_stored_actions_reaches_the_stored_goal_exactly(reacher_go
 
 
 def test_goals_from_another_task_are_an_error(sim_data):
-    from lavid.control.reaching import load_goals
+    from lavid.planning.reaching import load_goals
 
     with pytest.raises(ValueError, match="not only reacher-easy"):
         load_goals(sim_data, "reacher-easy", episodes=1, goal_step=2)
@@ -201,7 +201,7 @@ def latent_run(sim_data, tmp_path_factory):
 
 
 def test_train_controller_fits_saves_and_reloads_with_a_few_labels(latent_run, tmp_path):
-    from lavid.control.fit_controller import load_controller, train_controller
+    from lavid.planning.fit_controller import load_controller, train_controller
 
     out = tmp_path / "controller"
     summary = train_controller(ControllerTrainConfig(run=str(latent_run), out_dir=str(out), labeled_fraction=0.25,

@@ -1,10 +1,11 @@
 """The package layout is the data flow: a stage imports only itself and the stages below it, and no cycles.
 
-    core < data < models < training < metrics, control
+    core < data < models < training < metrics, planning, offline_rl < experiments
 
-``metrics`` and ``control`` both sit on ``training`` and are siblings: neither imports the other (a
-controller must run without the analysis code; the analyses of a world model do not need a controller).
-``lavid/train.py`` is the entry point above every stage and may import any of them. Every import counts,
+``metrics``, ``planning`` and ``offline_rl`` all sit on ``training`` and are siblings: none imports another
+(a planner must run without the analysis code; the analyses of a world model need no planner; offline RL
+shares no code with planning). ``experiments`` (the resumable job runner, the results writer and the
+sweeps that drive the others) sits above all three. ``lavid/train.py`` is the entry point above every stage and may import any of them. Every import counts,
 also one inside a function or under ``TYPE_CHECKING``: a lazy import breaks the layering just the same,
 only later.
 """
@@ -19,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lavid"
 
-RANK = {"core": 0, "data": 1, "models": 2, "training": 3, "metrics": 4, "control": 4}
+RANK = {"core": 0, "data": 1, "models": 2, "training": 3, "metrics": 4, "planning": 4, "offline_rl": 4,
+        "experiments": 5}
 """Stage -> height in the data flow; a module may import its own stage or a lower one."""
 
 ENTRY_POINTS = {"lavid", "lavid.train", "lavid.train_controller"}
@@ -129,7 +131,8 @@ def test_stage_packages_are_documented_and_light():
         assert init.exists(), f"lavid/{name}/ is not a package"
         assert ast.get_docstring(ast.parse(init.read_text())), f"lavid/{name}/__init__.py has no docstring"
     # importing the stage packages alone must not pull in torch or dm_control (their exports are lazy)
-    code = ("import sys, lavid.core, lavid.data, lavid.models, lavid.training, lavid.metrics, lavid.control; "
+    code = ("import sys, lavid.core, lavid.data, lavid.models, lavid.training, lavid.metrics, lavid.planning, lavid.offline_rl, "
+            "lavid.experiments; "
             "print(sorted(m for m in ('torch', 'dm_control', 'datasets') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "[]", result.stdout

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from lavid.control.sac import SAC, ReplayBuffer, SACConfig
+from lavid.offline_rl.sac import SAC, ReplayBuffer, SACConfig
 from lavid.data.policies import PolicyError, make_policy, split_checkpoint
 from lavid.data.sim import SimEnv
 
@@ -139,11 +139,11 @@ def test_device_names_resolve_or_fail_clearly():
 
 # ---- offline RL with latent actions -------------------------------------------------------------------
 
-from lavid.control.imagination import (  # noqa: E402
+from lavid.offline_rl.imagination import (  # noqa: E402
     LatentPolicy, PolicyConfig, PriorPolicy, ema_decay, lambda_returns, train_policy)
-from lavid.control.latent_action_model import LatentModelConfig, train_latent_model  # noqa: E402
-from lavid.control.model_evals import model_metrics  # noqa: E402
-from lavid.control.offline_data import (  # noqa: E402
+from lavid.offline_rl.state_world_model import StateWorldModelConfig, train_state_world_model  # noqa: E402
+from lavid.offline_rl.model_evals import model_metrics  # noqa: E402
+from lavid.offline_rl.offline_data import (  # noqa: E402
     OfflineDataError, OfflineEpisode, Transitions, load_offline, split_labeled,
 )
 
@@ -184,8 +184,8 @@ def test_unlabeled_actions_cannot_reach_training():
     keep = {ep.name for ep in split_labeled(episodes, 0.2, seed=0) if ep.labeled}
     poisoned = [ep if ep.name in keep else OfflineEpisode(ep.obs, ep.reward, np.full_like(ep.action, np.nan), ep.name)
                 for ep in episodes]
-    model = train_latent_model(Transitions.from_episodes(split_labeled(poisoned, 0.2, seed=0)),
-                               LatentModelConfig(steps=20, batch_size=32, hidden=32), seed=0)
+    model = train_state_world_model(Transitions.from_episodes(split_labeled(poisoned, 0.2, seed=0)),
+                               StateWorldModelConfig(steps=20, batch_size=32, hidden=32), seed=0)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -193,7 +193,7 @@ def test_action_decoder_recovers_actions_through_the_idm_latent():
     """Labeled on 20 % of the episodes, the model decodes the actions of unlabeled transitions from z = IDM(o, o')."""
     episodes = point_mass_episodes(40)
     split = split_labeled(episodes, 0.2, seed=0)
-    model = train_latent_model(Transitions.from_episodes(split), LatentModelConfig(steps=600, batch_size=128, hidden=64,
+    model = train_state_world_model(Transitions.from_episodes(split), StateWorldModelConfig(steps=600, batch_size=128, hidden=64,
                                                                                    latent_dim=4), seed=0)
     held = [ep for ep, s in zip(episodes, split) if not s.labeled]
     obs = torch.as_tensor(np.concatenate([ep.obs[:-1] for ep in held]))
@@ -207,7 +207,7 @@ def test_action_decoder_recovers_actions_through_the_idm_latent():
     metrics = model_metrics(model, held)  # the same check, as evals/offline_rl.py reports it
     assert metrics["decoder_r2"] == pytest.approx(r2, abs=1e-4)
     assert metrics["decoder_r2_action_z"] > 0.8 and metrics["dynamics_vs_copy"] < 0.2 and metrics["latent_gain"] > 5
-    untrained = train_latent_model(Transitions.from_episodes(split), LatentModelConfig(steps=1, batch_size=8, hidden=8),
+    untrained = train_state_world_model(Transitions.from_episodes(split), StateWorldModelConfig(steps=1, batch_size=8, hidden=8),
                                    seed=0)
     assert model_metrics(untrained, held)["decoder_r2"] < 0.3
     with pytest.raises(OfflineDataError, match="actions"):
@@ -218,8 +218,8 @@ def test_decoder_can_read_the_posterior_mean():
     """``decode_mean``: the decoder is trained on the latents' means rather than samples; it still decodes."""
     episodes = point_mass_episodes(40)
     split = split_labeled(episodes, 0.2, seed=0)
-    config = LatentModelConfig(steps=600, batch_size=128, hidden=64, latent_dim=4, decode_mean=True)
-    model = train_latent_model(Transitions.from_episodes(split), config, seed=0)
+    config = StateWorldModelConfig(steps=600, batch_size=128, hidden=64, latent_dim=4, decode_mean=True)
+    model = train_state_world_model(Transitions.from_episodes(split), config, seed=0)
     held = [ep for ep, s in zip(episodes, split) if not s.labeled]
     assert model_metrics(model, held)["decoder_r2"] > 0.8
 
@@ -234,7 +234,7 @@ def test_unlabeled_transitions_train_the_decoder_when_asked(knob):
     for weight in (0.0, 1.0):
         torch.manual_seed(0)
         knobs = {"cycle": 0.0, "pseudo": 0.0, knob: weight}  # the other one off
-        model = train_latent_model(data, LatentModelConfig(steps=1, batch_size=8, hidden=16, latent_dim=4, **knobs))
+        model = train_state_world_model(data, StateWorldModelConfig(steps=1, batch_size=8, hidden=16, latent_dim=4, **knobs))
         model.zero_grad()
         loss, stats = model.loss(data.obs[:64], data.next_obs[:64], data.reward[:64], labeled=None)
         loss.backward()
@@ -245,7 +245,7 @@ def test_unlabeled_transitions_train_the_decoder_when_asked(knob):
     assert grads[0.0] == {"decoder": 0.0, "encoder": 0.0}
     assert grads[1.0]["decoder"] > 0 and grads[1.0]["encoder"] == 0.0 and grads[1.0].get("idm", 0.0) == 0.0
     with pytest.raises(OfflineDataError, match=f"model.{knob}"):
-        LatentModelConfig(**{knob: -1.0}).validate()
+        StateWorldModelConfig(**{knob: -1.0}).validate()
 
 
 def test_pseudo_labels_recover_actions_and_the_decoder_still_decodes():
@@ -253,12 +253,12 @@ def test_pseudo_labels_recover_actions_and_the_decoder_still_decodes():
     decoder trained towards those labels decodes them from the IDM's latent (both scored on held-out episodes)."""
     episodes = point_mass_episodes(40)
     split = split_labeled(episodes, 0.2, seed=0)
-    config = LatentModelConfig(steps=600, batch_size=128, hidden=64, latent_dim=4, pseudo=1.0)
-    model = train_latent_model(Transitions.from_episodes(split), config, seed=0)
+    config = StateWorldModelConfig(steps=600, batch_size=128, hidden=64, latent_dim=4, pseudo=1.0)
+    model = train_state_world_model(Transitions.from_episodes(split), config, seed=0)
     metrics = model_metrics(model, [ep for ep, s in zip(episodes, split) if not s.labeled])
     assert metrics["pseudo_label_r2"] > 0.9 and metrics["decoder_r2"] > 0.8, metrics
-    assert "pseudo_label_r2" not in model_metrics(train_latent_model(
-        Transitions.from_episodes(split), LatentModelConfig(steps=1, batch_size=8, hidden=8, pseudo=0.0), seed=0),
+    assert "pseudo_label_r2" not in model_metrics(train_state_world_model(
+        Transitions.from_episodes(split), StateWorldModelConfig(steps=1, batch_size=8, hidden=8, pseudo=0.0), seed=0),
         episodes[:2])
 
 
@@ -267,8 +267,8 @@ def test_lambda_returns_and_imagined_rollouts():
     value = torch.zeros(4, 2)
     np.testing.assert_allclose(lambda_returns(reward, value, 0.5, 1.0)[:, 0].numpy(), [1.75, 1.5, 1.0])
     np.testing.assert_allclose(lambda_returns(reward, value + 2, 0.5, 0.0)[:, 0].numpy(), [2.0, 2.0, 2.0])
-    model = train_latent_model(Transitions.from_episodes(point_mass_episodes(4)),
-                               LatentModelConfig(steps=5, batch_size=16, hidden=16), seed=0)
+    model = train_state_world_model(Transitions.from_episodes(point_mass_episodes(4)),
+                               StateWorldModelConfig(steps=5, batch_size=16, hidden=16), seed=0)
     policy, history = train_policy(model, torch.randn(50, 2), PolicyConfig(steps=3, batch_size=8, horizon=4, hidden=16))
     assert len(history) == 2 and policy.act(torch.randn(7, 2)).shape == (7, 2)
     assert (policy.act(torch.randn(7, 2)).abs() <= 1).all()
@@ -278,8 +278,8 @@ def test_lambda_returns_and_imagined_rollouts():
 def test_latent_policy_beats_random_on_the_point_mass(execute):
     """Executed through the decoder or through the supervised IDM on the model's predicted next state."""
     episodes = split_labeled(point_mass_episodes(60), 0.1, seed=0)
-    model = train_latent_model(Transitions.from_episodes(episodes),
-                               LatentModelConfig(steps=800, batch_size=128, hidden=64, latent_dim=4), seed=0)
+    model = train_state_world_model(Transitions.from_episodes(episodes),
+                               StateWorldModelConfig(steps=800, batch_size=128, hidden=64, latent_dim=4), seed=0)
     starts = Transitions.from_episodes(episodes).obs
     policy, _ = train_policy(model, starts, PolicyConfig(steps=400, batch_size=128, hidden=64, horizon=5,
                                                          execute=execute), seed=0)
@@ -300,16 +300,16 @@ def test_latent_policy_beats_random_on_the_point_mass(execute):
 
 def test_idm_execution_needs_the_supervised_idm():
     data = Transitions.from_episodes(split_labeled(point_mass_episodes(4), 0.5, seed=0))
-    without = train_latent_model(data, LatentModelConfig(steps=1, batch_size=8, hidden=8, pseudo=0.0))
+    without = train_state_world_model(data, StateWorldModelConfig(steps=1, batch_size=8, hidden=8, pseudo=0.0))
     with pytest.raises(OfflineDataError, match="model.pseudo"):
         train_policy(without, data.obs, PolicyConfig(steps=1, batch_size=8, hidden=8, execute="idm"))
     with pytest.raises(OfflineDataError, match="policy.execute"):
         PolicyConfig(execute="planner").validate()
-    from lavid.control.offline_rl import OfflineRLConfig  # the config evals/offline_rl.py checks before any work
+    from lavid.offline_rl.methods import OfflineRLConfig  # the config evals/offline_rl.py checks before any work
 
     with pytest.raises(OfflineDataError, match="model.pseudo"):
-        OfflineRLConfig(LatentModelConfig(pseudo=0.0), PolicyConfig(execute="idm")).validate()
-    OfflineRLConfig(LatentModelConfig(), PolicyConfig(execute="idm")).validate()
+        OfflineRLConfig(StateWorldModelConfig(pseudo=0.0), PolicyConfig(execute="idm")).validate()
+    OfflineRLConfig(StateWorldModelConfig(), PolicyConfig(execute="idm")).validate()
     with pytest.raises(OfflineDataError, match="model.pseudo"):  # idm is the default execution
         train_policy(without, data.obs, PolicyConfig(steps=1, batch_size=8, hidden=8))
     policy, _ = train_policy(without, data.obs, PolicyConfig(steps=1, batch_size=8, hidden=8, execute="decoder"))
@@ -320,19 +320,19 @@ def test_idm_execution_needs_the_supervised_idm():
 
 
 def test_labeled_only_trains_its_model_for_its_own_step_count():
-    from lavid.control.offline_rl import OfflineRLConfig
+    from lavid.offline_rl.methods import OfflineRLConfig
 
-    config = OfflineRLConfig(LatentModelConfig(steps=30), labeled_only_model_steps=7)
+    config = OfflineRLConfig(StateWorldModelConfig(steps=30), labeled_only_model_steps=7)
     assert config.model_for("labeled_only").steps == 7 and config.model_for("latent").steps == 30
     assert config.model.steps == 30  # the shared model config is not changed
-    assert OfflineRLConfig(LatentModelConfig(steps=30)).model_for("labeled_only").steps == 30  # 0: model.steps
+    assert OfflineRLConfig(StateWorldModelConfig(steps=30)).model_for("labeled_only").steps == 30  # 0: model.steps
     with pytest.raises(OfflineDataError, match="labeled_only_model_steps"):
         OfflineRLConfig(labeled_only_model_steps=-1).validate()
 
 
 def test_one_trained_policy_executes_each_way_with_the_same_weights():
     data = Transitions.from_episodes(split_labeled(point_mass_episodes(8), 0.5, seed=0))
-    model = train_latent_model(data, LatentModelConfig(steps=20, batch_size=32, hidden=16))
+    model = train_state_world_model(data, StateWorldModelConfig(steps=20, batch_size=32, hidden=16))
     policy, _ = train_policy(model, data.obs, PolicyConfig(steps=5, batch_size=16, hidden=16, execute="decoder"),
                              seed=0)
     via_idm = policy.executing("idm")
@@ -354,7 +354,7 @@ def test_one_trained_policy_executes_each_way_with_the_same_weights():
 
 def test_actor_ema_executes_the_polyak_average_of_the_trained_actor():
     data = Transitions.from_episodes(split_labeled(point_mass_episodes(8), 0.5, seed=0))
-    model = train_latent_model(data, LatentModelConfig(steps=20, batch_size=32, hidden=16))
+    model = train_state_world_model(data, StateWorldModelConfig(steps=20, batch_size=32, hidden=16))
     config = PolicyConfig(steps=30, batch_size=16, hidden=16, actor_ema=0.9)
     torch.manual_seed(0)  # train_policy(seed=0) starts from this actor
     average = {k: v.clone() for k, v in LatentPolicy(model, config).actor.state_dict().items()}
@@ -388,10 +388,10 @@ def test_offline_data_errors(tmp_path):
     with pytest.raises(OfflineDataError, match="no offline data"):
         load_offline(tmp_path / "missing")
     with pytest.raises(OfflineDataError, match="labeled"):
-        train_latent_model(Transitions.from_episodes(split_labeled(point_mass_episodes(3), 1.0)[:0] or
+        train_state_world_model(Transitions.from_episodes(split_labeled(point_mass_episodes(3), 1.0)[:0] or
                                                      [OfflineEpisode(np.zeros((3, 2), np.float32), np.zeros(2, np.float32),
                                                                      None, "x")]),
-                           LatentModelConfig(steps=1))
+                           StateWorldModelConfig(steps=1))
 
 
 def random_replay(path: Path, task: str = "cartpole-balance", episodes: int = 3, action_repeat: int = 8) -> None:

@@ -1,4 +1,4 @@
-"""Planners (lavid/control): CEM and MPPI find a known minimum, respect the bounds, are seeded and
+"""Planners (lavid/planning): CEM and MPPI find a known minimum, respect the bounds, are seeded and
 reproducible batched or one episode at a time, and report bad settings and shapes clearly."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lavid.control.planner import Plan, PlannerConfig, plan, plan_looped, seeded_generators, warm_start
+from lavid.planning.planner import Plan, PlannerConfig, plan, plan_looped, seeded_generators, warm_start
 from lavid.core.config import ConfigError, from_dict
 
 LOW, HIGH = torch.tensor([-1.0, -2.0]), torch.tensor([1.0, 2.0])

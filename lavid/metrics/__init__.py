@@ -4,10 +4,11 @@ Takes in: trained models and runs (:mod:`lavid.training`) and held-out clips (:m
 Gives out: numbers, tables and pictures: the latent evals (prediction errors, leakage of the next frame
 into the latent, cycle transfer between videos, sampled rollouts, pixel metrics; :func:`evaluate_latents`),
 linear probes of the true action from the latent (:func:`action_probe`) and of the simulator's pose from
-the encoder (:func:`probe_model`), the probes run right after training (:func:`probe_after_training`) and
-the ablation sweep with its report (:func:`run_sweep`).
+the encoder (:func:`probe_model`) and the probes run right after training (:func:`probe_after_training`). The ablation sweep that
+runs these over many trainings lives one stage up, in :mod:`lavid.experiments`.
 
-Imports every stage below it (core, data, models, training), never :mod:`lavid.control`. The names below
+Imports every stage below it (core, data, models, training), never its siblings :mod:`lavid.planning` and
+:mod:`lavid.offline_rl`. The names below
 are imported on first use, so ``import lavid.metrics`` stays free of torch.
 """
 
@@ -19,7 +20,6 @@ _EXPORTS = {
     "linear_probe": "lavid.metrics.probe",
     "probe_model": "lavid.metrics.state_probe",
     "probe_after_training": "lavid.metrics.training_probes",
-    "run_sweep": "lavid.metrics.ablation",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,4 +1,4 @@
-"""Held-out checks of a :class:`~lavid.control.latent_action_model.LatentActionModel`: does its dynamics
+"""Held-out checks of a :class:`~lavid.offline_rl.state_world_model.StateWorldModel`: does its dynamics
 use the latent, and does its decoder turn latents into the actions that were taken?
 
 Scored on episodes the model saw without actions (or not at all), with their true actions given back
@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lavid.control.latent_action_model import LatentActionModel
-from lavid.control.offline_data import OfflineDataError, OfflineEpisode, Transitions
+from lavid.offline_rl.state_world_model import StateWorldModel
+from lavid.offline_rl.offline_data import OfflineDataError, OfflineEpisode, Transitions
 
 
 def r2_score(pred: torch.Tensor, truth: torch.Tensor) -> float:
@@ -32,7 +32,7 @@ def r2_score(pred: torch.Tensor, truth: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def model_metrics(model: LatentActionModel, episodes: list[OfflineEpisode], seed: int = 0) -> dict[str, float]:
+def model_metrics(model: StateWorldModel, episodes: list[OfflineEpisode], seed: int = 0) -> dict[str, float]:
     """Score ``model`` on ``episodes``, which must carry their actions (see the module docstring)."""
     if not episodes or any(not ep.labeled for ep in episodes):
         raise OfflineDataError("model_metrics needs episodes with their actions (for scoring only)")

@@ -21,8 +21,8 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
-from lavid.control.dynamics import ActionDynamics
-from lavid.control.planner import PlannerConfig, plan, seeded_generators, warm_start
+from lavid.planning.dynamics import ActionDynamics
+from lavid.planning.planner import PlannerConfig, plan, seeded_generators, warm_start
 
 
 class Agent(Protocol):

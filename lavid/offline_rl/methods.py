@@ -2,7 +2,7 @@
 
 Methods (each trained from the same split and seed):
 
-- ``latent``: :class:`LatentActionModel` on every transition (labeled ones also through the action
+- ``latent``: :class:`StateWorldModel` on every transition (labeled ones also through the action
   encoder), then a latent policy in its imagination (:func:`train_policy`), executed through the
   supervised IDM on the model's predicted next state (``PolicyConfig.execute``).
 - ``labeled_only``: the same model and policy trained on the labeled transitions alone -- what the
@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lavid.control.imagination import LatentPolicy, PolicyConfig, PriorPolicy, check_execution, train_policy
-from lavid.control.latent_action_model import LatentModelConfig, mlp, train_latent_model
-from lavid.control.model_evals import model_metrics
-from lavid.control.offline_data import Normalizer, OfflineDataError, OfflineEpisode, Transitions
+from lavid.offline_rl.imagination import LatentPolicy, PolicyConfig, PriorPolicy, check_execution, train_policy
+from lavid.offline_rl.state_world_model import StateWorldModelConfig, mlp, train_state_world_model
+from lavid.offline_rl.model_evals import model_metrics
+from lavid.offline_rl.offline_data import Normalizer, OfflineDataError, OfflineEpisode, Transitions
 from lavid.data.sim import SimEnv
 
 METHODS = ("latent", "labeled_only", "bc", "random")
@@ -46,7 +46,7 @@ class BCConfig:
 class OfflineRLConfig:
     """Everything one method needs, for one seed."""
 
-    model: LatentModelConfig = field(default_factory=LatentModelConfig)
+    model: StateWorldModelConfig = field(default_factory=StateWorldModelConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     bc: BCConfig = field(default_factory=BCConfig)
     # model steps of labeled_only, the baseline on the labeled transitions alone (0: model.steps). It sees a
@@ -65,7 +65,7 @@ class OfflineRLConfig:
                                    f"{self.labeled_only_model_steps}")
         check_execution(self.policy.execute, self.model.pseudo > 0)
 
-    def model_for(self, method: str) -> LatentModelConfig:
+    def model_for(self, method: str) -> StateWorldModelConfig:
         """The model config ``method`` trains with: ``labeled_only`` takes its own step count when set."""
         if method == "labeled_only" and self.labeled_only_model_steps:
             return replace(self.model, steps=self.labeled_only_model_steps)
@@ -158,7 +158,7 @@ def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLCon
     """Train ``method`` on ``episodes`` (already split) with ``seed`` and score it; returns a result row.
 
     ``probe``: the unlabeled episodes with their actions given back, for scoring the latent-action model
-    only (:func:`~lavid.control.model_evals.model_metrics`, the row's ``model`` entry); never trained on.
+    only (:func:`~lavid.offline_rl.model_evals.model_metrics`, the row's ``model`` entry); never trained on.
     ``executions``: for the model-based methods, also score the same trained policy executed each of these
     ways (``PolicyConfig.execute``), on the same evaluation episodes: the row's ``execute_scores``, mode ->
     mean score (``score`` stays the configured execution's). The model-based methods' rows also carry
@@ -177,7 +177,7 @@ def run_method(method: str, episodes: list[OfflineEpisode], config: OfflineRLCon
     elif method == "bc":
         policy = train_bc(data, config.bc, seed, device)
     else:
-        model = train_latent_model(data, config.model_for(method), seed, labeled_only=method == "labeled_only",
+        model = train_state_world_model(data, config.model_for(method), seed, labeled_only=method == "labeled_only",
                                    progress=progress, device=device)
         starts = data.obs[data.labeled] if method == "labeled_only" else data.obs
         policy, history = train_policy(model, starts, config.policy, seed, progress=progress)

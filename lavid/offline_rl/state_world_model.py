@@ -8,7 +8,7 @@ alignment term), and an action decoder ``p(a | o, z)`` maps a latent back to a r
 labels the unlabeled ones, so the decoder learns in states no labeled episode visited. A policy that acts
 in ``z`` is executed through ``g`` on the predicted next state (or through the decoder: ``PolicyConfig.execute``).
 
-Observations are vectors (standardised by a :class:`~lavid.control.offline_data.Normalizer` fitted on
+Observations are vectors (standardised by a :class:`~lavid.offline_rl.offline_data.Normalizer` fitted on
 the data); actions are in [-1, 1]. Shapes: ``B`` batch, ``O`` observation, ``A`` action, ``Z`` latent.
 """
 
@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lavid.control.offline_data import Normalizer, OfflineDataError, Transitions
+from lavid.offline_rl.offline_data import Normalizer, OfflineDataError, Transitions
 
 
 @dataclass
-class LatentModelConfig:
-    """Sizes and loss weights of :class:`LatentActionModel` and its training."""
+class StateWorldModelConfig:
+    """Sizes and loss weights of :class:`StateWorldModel` and its training."""
 
     latent_dim: int = 8
     hidden: int = 256
@@ -97,10 +97,10 @@ def sample(dist: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     return mean + std * torch.randn_like(std)
 
 
-class LatentActionModel(nn.Module):
+class StateWorldModel(nn.Module):
     """IDM, action encoder, prior, dynamics, reward head and action decoder over normalised observations."""
 
-    def __init__(self, obs_dim: int, action_dim: int, config: LatentModelConfig, normalizer: Normalizer) -> None:
+    def __init__(self, obs_dim: int, action_dim: int, config: StateWorldModelConfig, normalizer: Normalizer) -> None:
         super().__init__()
         h, z = config.hidden, config.latent_dim
         self.config, self.action_dim = config, action_dim
@@ -181,9 +181,9 @@ class LatentActionModel(nn.Module):
         return total, stats
 
 
-def train_latent_model(data: Transitions, config: LatentModelConfig, seed: int = 0, labeled_only: bool = False,
-                       progress: bool = False, device: str | torch.device = "cpu") -> LatentActionModel:
-    """Fit a :class:`LatentActionModel` on ``data`` (``labeled_only``: on its labeled transitions alone, the
+def train_state_world_model(data: Transitions, config: StateWorldModelConfig, seed: int = 0, labeled_only: bool = False,
+                       progress: bool = False, device: str | torch.device = "cpu") -> StateWorldModel:
+    """Fit a :class:`StateWorldModel` on ``data`` (``labeled_only``: on its labeled transitions alone, the
     baseline that cannot use unlabeled data)."""
     from tqdm.auto import tqdm
 
@@ -193,7 +193,7 @@ def train_latent_model(data: Transitions, config: LatentModelConfig, seed: int =
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     rows = data.labeled if labeled_only else torch.arange(len(data))
-    model = LatentActionModel(data.obs.shape[1], data.action.shape[1], config, Normalizer.fit(data.obs[rows])).to(device)
+    model = StateWorldModel(data.obs.shape[1], data.action.shape[1], config, Normalizer.fit(data.obs[rows])).to(device)
     optim = torch.optim.Adam(model.parameters(), lr=config.lr)
     bar = tqdm(range(config.steps), disable=not progress, desc="latent-action model", unit="step", leave=False)
     for _ in bar:

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lavid.control.controller import Controller, ControllerConfig
-from lavid.control.dynamics import ActionDynamics, pairs
+from lavid.planning.controller import Controller, ControllerConfig
+from lavid.planning.dynamics import ActionDynamics, pairs
 from lavid.core.config import check, from_dict, load_yaml, to_dict
 from lavid.data.actions import pad_actions
 from lavid.data.clips import split_by_episode

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lavid.control.sac import SAC, ReplayBuffer, SACConfig
+from lavid.offline_rl.sac import SAC, ReplayBuffer, SACConfig
 from lavid.data.sim import SimEnv, check_task
 
 log = logging.getLogger(__name__)

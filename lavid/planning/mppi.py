@@ -1,6 +1,6 @@
 """Model-predictive path integral's update: a cost-weighted average of every sample.
 
-One iteration of :func:`lavid.control.planner.plan` draws ``K`` action sequences per episode from
+One iteration of :func:`lavid.planning.planner.plan` draws ``K`` action sequences per episode from
 ``N(mean, std²)``, clips them to the bounds and costs them; :func:`mppi_update` weights each sample by
 
     w_k = softmax_k(−(cost_k − min cost) / temperature)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from lavid.control.controller import Controller
+from lavid.planning.controller import Controller
 from lavid.data.actions import pad_actions
 from lavid.models.world_model import LatentActionWorldModel
 

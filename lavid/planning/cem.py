@@ -1,6 +1,6 @@
 """The cross-entropy method's update: refit the sampling Gaussian to the lowest-cost samples.
 
-One iteration of :func:`lavid.control.planner.plan` draws ``K`` action sequences per episode from
+One iteration of :func:`lavid.planning.planner.plan` draws ``K`` action sequences per episode from
 ``N(mean, std²)``, clips them to the bounds and costs them; :func:`cem_update` then keeps the ``elites``
 cheapest and moves the Gaussian toward their statistics:
 

@@ -334,7 +334,7 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
                 log.exception("evaluating %s failed", spec.name)
                 row.update(status="failed", error=f"evaluation: {type(error).__name__}: {error}")
         rows.append(row)
-    from lavid.metrics.ablation_report import write_report
+    from lavid.experiments.ablation_report import write_report
 
     write_report(rows, paths.out, budget_name=budget_name)
     return rows

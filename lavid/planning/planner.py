@@ -3,8 +3,8 @@
 A planner searches ``H``-step action sequences in a box ``[low, high]`` for ``E`` episodes at once. Each
 iteration draws ``K`` sequences per episode from a Gaussian ``N(mean, std²)`` (per step and action
 entry), clips them to the box, costs all ``E·K`` of them in **one** call of the cost, and refits the
-Gaussian: :func:`lavid.control.cem.cem_update` (the elites' statistics) or
-:func:`lavid.control.mppi.mppi_update` (a softmax-weighted average). The std never falls below
+Gaussian: :func:`lavid.planning.cem.cem_update` (the elites' statistics) or
+:func:`lavid.planning.mppi.mppi_update` (a softmax-weighted average). The std never falls below
 ``min_std``.
 
 Reproducible by construction: each episode draws its noise from its own ``torch.Generator`` and no
@@ -30,8 +30,8 @@ from typing import Literal, Protocol
 
 import torch
 
-from lavid.control.cem import cem_update
-from lavid.control.mppi import mppi_update
+from lavid.planning.cem import cem_update
+from lavid.planning.mppi import mppi_update
 from lavid.core.config import check
 
 

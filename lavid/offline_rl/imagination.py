@@ -1,4 +1,4 @@
-"""A latent-action policy learned offline by actor-critic in the imagination of a :class:`LatentActionModel`.
+"""A latent-action policy learned offline by actor-critic in the imagination of a :class:`StateWorldModel`.
 
 From observations of the data, the actor ``pi(z | o)`` picks latent actions, the frozen model imagines the
 next observations and rewards for ``horizon`` steps, a critic ``V(o)`` and its slow copy give
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lavid.control.latent_action_model import Gaussian, LatentActionModel, kl, mlp, sample
-from lavid.control.offline_data import OfflineDataError
+from lavid.offline_rl.state_world_model import Gaussian, StateWorldModel, kl, mlp, sample
+from lavid.offline_rl.offline_data import OfflineDataError
 
 
 EXECUTE = ("decoder", "idm")
@@ -80,7 +80,7 @@ class PolicyConfig:
 class LatentPolicy(nn.Module):
     """Actor ``pi(z | x)`` and critic ``V(x)`` on normalised observations, with the model that executes them."""
 
-    def __init__(self, model: LatentActionModel, config: PolicyConfig) -> None:
+    def __init__(self, model: StateWorldModel, config: PolicyConfig) -> None:
         super().__init__()
         obs_dim = model.obs_mean.shape[0]
         self.model, self.config = model.requires_grad_(False), config
@@ -104,7 +104,7 @@ class LatentPolicy(nn.Module):
         return view
 
 
-def execute_latent(model: LatentActionModel, x: torch.Tensor, z: torch.Tensor, execute: str) -> torch.Tensor:
+def execute_latent(model: StateWorldModel, x: torch.Tensor, z: torch.Tensor, execute: str) -> torch.Tensor:
     """Normalised ``x [B, O]`` and latent ``z [B, Z]`` -> real action ``[B, A]`` in [-1, 1], as ``execute`` says
     (:class:`PolicyConfig`): the supervised IDM on the predicted next state, or the action decoder."""
     if execute == "idm":
@@ -117,7 +117,7 @@ class PriorPolicy:
     cloned through the model, with no actor. A :class:`LatentPolicy` trained on the same model should beat it;
     the difference is what RL in imagination added."""
 
-    def __init__(self, model: LatentActionModel, execute: str) -> None:
+    def __init__(self, model: StateWorldModel, execute: str) -> None:
         check_execution(execute, model.action_idm is not None, name="execute")
         self.model, self.execute = model, execute
 
@@ -156,7 +156,7 @@ def ema_decay(decay: float, step: int) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
-def train_policy(model: LatentActionModel, starts: torch.Tensor, config: PolicyConfig, seed: int = 0,
+def train_policy(model: StateWorldModel, starts: torch.Tensor, config: PolicyConfig, seed: int = 0,
                  progress: bool = False, callback=None) -> tuple[LatentPolicy, list[dict]]:
     """Learn a :class:`LatentPolicy` from imagined rollouts starting at observations ``starts [N, O]``.
     Returns the policy and a log (every 100 steps: mean imagined return, KL to the prior). With
