@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 INPUTS = ("observation, t and t+1", "pose (as probed), t and t+1", "pose (as probed), t-1 to t+1",
           "raw pose, t-1 to t+1")

@@ -30,17 +30,14 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from lavid.core.config import load_config
+from lavid.models.encoder import normalize_frames
+from lavid.training.train_config import TrainConfig, build_model
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from lavid.core.config import load_config  # noqa: E402
-from lavid.models.encoder import normalize_frames  # noqa: E402
-from lavid.models.world_model import LatentActionWorldModel  # noqa: E402
-from lavid.training.train_config import TrainConfig  # noqa: E402
-
 SIZES = {"paper": (ROOT / "configs/paper.yaml", 16), "tiny": (ROOT / "configs/tiny.yaml", 16)}
 
 
@@ -64,7 +61,7 @@ def matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> flo
 def build(config_path: Path, device: torch.device):
     config = load_config(TrainConfig, config_path, ["model.encoder.checkpoint=null"])
     torch.manual_seed(0)
-    model = LatentActionWorldModel(config.model, frame_stride=config.data.frame_stride).to(device).train()
+    model = build_model(config).to(device).train()
     return config, model
 
 

@@ -14,12 +14,8 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def bare_render_fps(task: str, size: int, samples: int = 60) -> float:

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+
+
+def conftest_module():
+    """tests/conftest.py (its ``write_video`` makes the videos), loaded from its file: tests/ is no package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lavid_test_helpers", TESTS / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def raw_decode(dataset) -> int:
@@ -52,7 +60,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    from conftest import write_video
+    write_video = conftest_module().write_video
     from lavid.data.clips import ClipDataset
     from lavid.data.video_index import VideoIndexConfig, build_video_dataset
 

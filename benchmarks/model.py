@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from lavid.core.config import from_dict  # noqa: E402
-from lavid.models.predictor import Predictor, PredictorConfig  # noqa: E402
-from lavid.models.world_model import LatentActionWorldModel, ModelConfig  # noqa: E402
+from lavid.core.config import from_dict
+from lavid.models.predictor import Predictor, PredictorConfig
+from lavid.models.world_model import LatentActionWorldModel, ModelConfig
 
 SIZES = {
     "tiny (64 px, enc 128x4, pred 192x4)": ({}, 8, 8),
@@ -85,11 +81,11 @@ def default_step_times(repeats: int, compile_model: bool) -> dict[str, tuple[flo
 
     from lavid.core.cli import DEFAULT_CONFIG
     from lavid.core.config import load_config
-    from lavid.training.train_config import TrainConfig
+    from lavid.training.train_config import TrainConfig, build_model
 
     config = load_config(TrainConfig, str(DEFAULT_CONFIG), [])
     torch.manual_seed(0)
-    base = LatentActionWorldModel(config.model).train()
+    base = build_model(config).train()
     size, batch, frames = config.model.encoder.img_size, config.optim.batch_size, config.data.frames
     clips = torch.randint(0, 256, (batch, frames, 3, size, size), dtype=torch.uint8)
     variants = {"float32": (copy.deepcopy(base), False), "bf16 autocast": (copy.deepcopy(base), True)}

@@ -18,11 +18,8 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-import torch  # noqa: E402
+import torch
 
 
 def timed(step, steps: int, repeats: int, sync) -> float:
@@ -104,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--workers counts must be >= 2, got {args.workers!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from evals.offline_rl import BUDGETS
+    from lavid.experiments.offline_rl import OfflineRLBudget
+    from lavid.experiments.presets import load_preset, preset_names
     from lavid.offline_rl.imagination import LatentPolicy, PolicyConfig, imagine, lambda_returns
     from lavid.offline_rl.sac import SAC, SACConfig
 
@@ -145,11 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     print("| budget | SAC updates | model steps (latent + labeled-only) | policy steps (×2 methods) | "
           "training per seed, min | SAC, min |")
     print("|---|---|---|---|---|---|")
-    for name, b in BUDGETS.items():
-        model_steps = b["model_steps"] + b["labeled_only_model_steps"]
-        per_seed = (model_steps * model_s + 2 * b["policy_steps"] * policy_s) / 60
-        print(f"| {name} | {b['expert_steps']} | {b['model_steps']} + {b['labeled_only_model_steps']} | "
-              f"{b['policy_steps']} | {per_seed:.1f} | {b['expert_steps'] * sac_s / 60:.1f} |")
+    for name in preset_names("offline_rl"):
+        b = load_preset(OfflineRLBudget, "offline_rl", name)
+        model_steps = b.model_steps + b.labeled_only_model_steps
+        per_seed = (model_steps * model_s + 2 * b.policy_steps * policy_s) / 60
+        print(f"| {name} | {b.expert_steps} | {b.model_steps} + {b.labeled_only_model_steps} | "
+              f"{b.policy_steps} | {per_seed:.1f} | {b.expert_steps * sac_s / 60:.1f} |")
     return 0
 
 

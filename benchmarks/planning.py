@@ -24,21 +24,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from lavid.planning.dynamics import ActionDynamics  # noqa: E402
-from lavid.planning.mpc import GoalCost  # noqa: E402
-from lavid.planning.planner import Plan, PlannerConfig, plan, plan_looped, seeded_generators  # noqa: E402
-from lavid.core.cli import DEFAULT_CONFIG  # noqa: E402
-from lavid.core.config import load_config  # noqa: E402
-from lavid.models.world_model import LatentActionWorldModel  # noqa: E402
-from lavid.training.train_config import TrainConfig  # noqa: E402
+from lavid.planning.dynamics import ActionDynamics
+from lavid.planning.mpc import GoalCost
+from lavid.planning.planner import Plan, PlannerConfig, plan, plan_looped, seeded_generators
+from lavid.core.cli import DEFAULT_CONFIG
+from lavid.core.config import load_config
+from lavid.models.world_model import LatentActionWorldModel
+from lavid.training.train_config import TrainConfig
 
 ACTION_DIM = 9  # Jaco's
 CONTEXT_STEPS = 4

@@ -21,20 +21,38 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
+from lavid.models.predictor import Predictor, PredictorConfig
 
-from lavid.models.predictor import Predictor, PredictorConfig  # noqa: E402
+
+def checkout_module(checkout: Path, name: str):
+    """Module ``name`` of V-JEPA 2's top-level ``src`` package in ``checkout``, without putting the checkout on the
+    import path: ``src`` is registered from its folder, and its own ``src.*`` imports resolve there."""
+    import importlib
+    import importlib.machinery
+    import importlib.util
+
+    folder = checkout / "src"
+    init = folder / "__init__.py"
+    if init.exists():
+        spec = importlib.util.spec_from_file_location("src", init, submodule_search_locations=[str(folder)])
+    else:  # a namespace package
+        spec = importlib.machinery.ModuleSpec("src", None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["src"] = package
+    if spec.loader is not None:
+        spec.loader.exec_module(package)
+    return importlib.import_module(name)
 
 
 def vjepa2_predictor(checkout: Path, dim: int, depth: int, heads: int, steps: int, grid: int, action_dim: int):
     """V-JEPA 2's AC predictor (its own code, from ``checkout``) at the given size, or an error message."""
     if not (checkout / "src" / "models" / "ac_predictor.py").exists():
         return f"{checkout} has no src/models/ac_predictor.py (pass the root of a facebookresearch/vjepa2 checkout)"
-    sys.path.insert(0, str(checkout))
     try:
-        from src.models.ac_predictor import vit_ac_predictor
+        vit_ac_predictor = checkout_module(checkout, "src.models.ac_predictor").vit_ac_predictor
     except ImportError as error:
         return f"cannot import V-JEPA 2's predictor from {checkout}: {error}"
     patch = 16

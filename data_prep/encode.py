@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lavid.core.cli import add_config_arguments, clean_exit, load_config_from_args, parse_cli, resolve_device  # noqa: E402
+from lavid.core.cli import add_config_arguments, clean_exit, load_config_from_args, parse_cli, resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from lavid.core.cli import fail, resolve_device, setup_logging  # noqa: E402
+from lavid.core.cli import fail, resolve_device, setup_logging
 
 
 def milestones(text: str) -> dict[str, float]:

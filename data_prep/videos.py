@@ -15,9 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from lavid.core.cli import fail, setup_logging  # noqa: E402
+from lavid.core.cli import fail, setup_logging
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,20 +15,19 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lavid.core.cli import add_config_arguments, clean_exit, parse_cli  # noqa: E402
+from lavid.core.cli import add_config_arguments, clean_exit, parse_cli
+from lavid.experiments.presets import preset_names
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lavid.experiments.ablation import BUDGETS, FAMILIES
+    from lavid.models.latents import FAMILIES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/ablate", help="output folder (default runs/ablate)")
-    parser.add_argument("--budget", default="smoke", choices=sorted(BUDGETS),
-                        help="smoke: <= 30 min on 2 CPU cores; small: one GPU; paper: the paper's sweep")
+    parser.add_argument("--budget", default="smoke",
+                        help=f"a preset of configs/experiments/ablate/ ({', '.join(preset_names('ablate'))}; smoke: "
+                             "<= 30 min on 2 CPU cores, small: one GPU, paper: the paper's sweep) or a YAML file")
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated (default: all)")
     parser.add_argument("--values", action="append", default=[], metavar="FAMILY=V1,V2",
                         help="replace a family's swept values, e.g. noisy=1e-3,1e-5 or fsq=8x5,8x5x5x5")
@@ -44,31 +43,25 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     args = parse_cli(parser, argv, intermixed=True)  # key=value overrides may come before or after the options
 
-    import dataclasses
-
     from lavid.data.clips import DatasetFormatError
-    from lavid.experiments.ablation import parse_values, run_sweep
+    from lavid.experiments.ablation import load_budget, parse_values, run_sweep
 
     with clean_exit(DatasetFormatError, ValueError):
-        budget = dataclasses.replace(BUDGETS[args.budget], values=dict(BUDGETS[args.budget].values))
+        changes = [f"{name}={getattr(args, name)}" for name in ("steps", "mae_steps", "decoder_steps", "eval_clips",
+                                                                 "probe_clips") if getattr(args, name) is not None]
+        budget = load_budget(args.budget, changes)
         for item in args.values:
             family, sep, text = item.partition("=")
             if not sep:
                 raise ValueError(f"--values {item!r}: expected FAMILY=V1,V2")
             budget.values[family.strip()] = parse_values(family.strip(), text)
-        for name in ("steps", "mae_steps", "decoder_steps", "eval_clips", "probe_clips"):
-            value = getattr(args, name)
-            if value is not None:
-                if value < (0 if name == "mae_steps" else 1):
-                    raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-                setattr(budget, name, value)
         if args.jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
         families = [f.strip() for f in args.families.split(",") if f.strip()]
         launcher = shlex.split(args.launcher) if args.launcher else None
         rows = run_sweep(args.config, args.overrides, args.out, budget, families, jobs=args.jobs, launcher=launcher,
                          lpips_weights=args.lpips_weights, progress=not args.no_progress,
-                         budget_name=args.budget if budget == BUDGETS[args.budget] else f"{args.budget}, modified")
+                         budget_name=args.budget if not (changes or args.values) else f"{args.budget}, modified")
     failed = [r for r in rows if r["status"] != "done"]
     print(f"{len(rows) - len(failed)} of {len(rows)} runs done; table: {args.out}/results.md, plots: {args.out}/plots/")
     for row in failed:

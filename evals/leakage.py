@@ -18,9 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lavid.core.cli import fail, setup_logging  # noqa: E402
+from lavid.core.cli import fail, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lavid.metrics import leakage
     from lavid.metrics.latent_evals import scene_pairs
+    from lavid.models.latents import get_family
     from lavid.training.runs import RunError, load_run
 
     rows = []
@@ -49,9 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         except (RunError, ValueError) as error:
             return fail(error)
         latent = loaded.config.model.latent
-        capacity = {"noisy": f"beta={latent.beta:g}", "sparse": f"l1={latent.l1:g}",
-                    "discrete": f"codebook={latent.codebook_size}", "fsq": f"levels={latent.fsq_levels}"}
-        rows.append({"run": str(loaded.run_dir), "family": latent.family, "capacity": capacity.get(latent.family, "–"),
+        capacity = get_family(latent.family).capacity(latent)  # the swept coefficient, as in run names
+        rows.append({"run": str(loaded.run_dir), "family": latent.family, "capacity": capacity,
                      "cut": cut, "pairs": "same task" if args.same_task else "any other episode",
                      **leakage.summarize(errors)})
     lines = ["| run | family | capacity | error without cut | error at cut | ratio | copy at cut | at cut ÷ copy at cut |",

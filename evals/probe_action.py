@@ -16,9 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lavid.core.cli import fail, setup_logging  # noqa: E402
+from lavid.core.cli import fail, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:

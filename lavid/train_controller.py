@@ -11,15 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(REPO)  # run as a script: import the package, not its modules as top-level names
-elif str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from lavid.core.cli import clean_exit, parse_cli  # noqa: E402
+from lavid.core.cli import clean_exit, parse_cli
 
 
 def main(argv: list[str] | None = None) -> int:

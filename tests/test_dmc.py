@@ -17,7 +17,7 @@ from lavid.data.clips import ClipDataset, read_rows
 from lavid.data.goals import goal_image, load_step, render_state
 from lavid.data.policies import PolicyError, SmoothPolicy, UniformPolicy, make_policy
 from lavid.data.sim import SimEnv, SimError
-from lavid.data.store import ChunkedWriter
+from lavid.data.store import ChunkedWriter, episode_features
 from lavid.data.trajectories import (
     TaskSpec,
     TrajectoryConfig,
@@ -71,6 +71,10 @@ def test_suite_dataset_shapes_dtypes_and_bounds(walker):
     episodes = datasets.load_from_disk(str(walker / "episodes"))
     assert episodes["task"] == ["walker-walk"] * 3 and len(set(episodes["seed"])) == 3
     assert np.isclose(episodes["fps"][0], 20.0)  # control step 0.025 s x action repeat 2
+    # the one episodes schema of lavid.data.store
+    assert episodes.features == episode_features("trajectory")
+    assert sorted(episodes.column_names) == sorted(["source", "episode", "first_row", "num_steps", "task", "camera",
+                                                    "seed", "policy", "return", "fps", "action_dim", "state_dim"])
 
 
 def test_smooth_policy_moves_smoothly_and_random_does_not():

@@ -57,8 +57,8 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
             for alias in node.names:
                 found.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in known else target)
         elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
-            # a stage package's lazy exports: {name: module} imported on first use
-            found.update(v.value for v in node.value.values if isinstance(v, ast.Constant) and isinstance(v.value, str))
+            # a stage package's lazy exports: {module: names} imported on first use
+            found.update(k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str))
     return found - {name}
 
 
@@ -120,7 +120,7 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     source = tmp_path / "lavid" / "data" / "x.py"
     source.parent.mkdir(parents=True)
     source.write_text("def f():\n    from lavid.training.trainer import train\n    from ..models import encoder\n"
-                      "_EXPORTS = {'x': 'lavid.metrics.probe'}\n")
+                      "_EXPORTS = {'lavid.metrics.probe': ('x',)}\n")
     known = {"lavid.training.trainer", "lavid.models.encoder", "lavid.metrics.probe"}
     assert imports("lavid.data.x", source, known) == known
 

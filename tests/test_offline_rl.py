@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from lavid.core.config import ConfigError
+
 from lavid.offline_rl.sac import SAC, ReplayBuffer, SACConfig
 from lavid.data.policies import PolicyError, make_policy, split_checkpoint
 from lavid.data.sim import SimEnv
@@ -244,7 +246,7 @@ def test_unlabeled_transitions_train_the_decoder_when_asked(knob):
         assert (knob in stats) == (weight > 0)
     assert grads[0.0] == {"decoder": 0.0, "encoder": 0.0}
     assert grads[1.0]["decoder"] > 0 and grads[1.0]["encoder"] == 0.0 and grads[1.0].get("idm", 0.0) == 0.0
-    with pytest.raises(OfflineDataError, match=f"model.{knob}"):
+    with pytest.raises(ConfigError, match=f"model.{knob}: must be >= 0"):  # a config error naming the key
         StateWorldModelConfig(**{knob: -1.0}).validate()
 
 
@@ -326,7 +328,7 @@ def test_labeled_only_trains_its_model_for_its_own_step_count():
     assert config.model_for("labeled_only").steps == 7 and config.model_for("latent").steps == 30
     assert config.model.steps == 30  # the shared model config is not changed
     assert OfflineRLConfig(StateWorldModelConfig(steps=30)).model_for("labeled_only").steps == 30  # 0: model.steps
-    with pytest.raises(OfflineDataError, match="labeled_only_model_steps"):
+    with pytest.raises(ConfigError, match="labeled_only_model_steps: must be >= 0"):
         OfflineRLConfig(labeled_only_model_steps=-1).validate()
 
 
@@ -373,7 +375,7 @@ def test_actor_ema_executes_the_polyak_average_of_the_trained_actor():
     plain, _ = train_policy(model, data.obs, replace(config, actor_ema=0.0), seed=0)
     for k, v in plain.actor.state_dict().items():
         torch.testing.assert_close(v, last[k])  # the same run without the average: its last weights
-    with pytest.raises(OfflineDataError, match="actor_ema"):
+    with pytest.raises(ConfigError, match="policy.actor_ema: must be in"):
         PolicyConfig(actor_ema=1.0).validate()
 
 
@@ -487,7 +489,7 @@ def test_offline_rl_eval_rejects_bad_input(tmp_path):
     bad = run_offline_eval(tmp_path / "c", "--data", str(tmp_path / "none.npz"), "--device", "cuda:99")
     assert bad.returncode == 2 and "--device cuda:99" in bad.stderr and not (tmp_path / "c").exists()
     bad = run_offline_eval(tmp_path / "d", "--data", str(tmp_path / "none.npz"), "--set", "labeled_only_model_steps=-1")
-    assert bad.returncode == 2 and "labeled_only_model_steps must be >= 0" in bad.stderr
+    assert bad.returncode == 2 and "labeled_only_model_steps: must be >= 0" in bad.stderr
     bad = run_offline_eval(tmp_path / "c", "--methods", "latent,dqn")
     assert bad.returncode == 2 and "dqn" in bad.stderr
     for override, named in (("model.bogus=1", "bogus"), ("policy.horizon=many", "horizon"), ("policy.horizon=0", "horizon"),

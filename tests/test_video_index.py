@@ -16,6 +16,7 @@ import pytest
 
 from conftest import BAD_VIDEOS, GOOD_VIDEOS
 from lavid.data.clips import ClipDataset
+from lavid.data.store import episode_features
 from lavid.data.video import decode_clip
 from lavid.data.video_index import VideoIndexConfig, build_video_dataset
 
@@ -45,6 +46,10 @@ def test_script_indexes_good_videos_and_reports_bad_ones(video_dir, tmp_path):
     assert skipped == BAD_VIDEOS
     episodes = table(out, "episodes")
     assert sorted(Path(s).name for s in episodes.source) == sorted(GOOD_VIDEOS)
+    # the one episodes schema of lavid.data.store
+    assert datasets.load_from_disk(str(out / "episodes")).features == episode_features("video")
+    assert sorted(episodes.columns) == sorted(["source", "episode", "first_row", "num_steps", "num_frames", "duration",
+                                               "src_fps", "src_frames", "width", "height", "rotation", "codec"])
     clips = table(out, "clips")
     # 4 fps: a 5 s video gives 20 frames -> 5 clips of 4; 4 s videos give 4; c (5 s) 5.
     per_video = clips.groupby(clips.source.map(lambda s: Path(s).name)).size().to_dict()

@@ -14,16 +14,12 @@ stays free of torch and dm_control.
 
 from lavid.core.lazy import lazy_exports
 
-_EXPORTS = {
-    "DataConfig": "lavid.data.data_config",
-    "ClipDataset": "lavid.data.clips",
-    "DatasetFormatError": "lavid.data.clips",
-    "make_loader": "lavid.data.clips",
-    "split_by_episode": "lavid.data.clips",
-    "build_training_data": "lavid.data.training_data",
-    "load_split": "lavid.data.eval_data",
-    "transition_actions": "lavid.data.actions",
+_EXPORTS = {  # module: the names it exports here
+    "lavid.data.data_config": ("DataConfig",),
+    "lavid.data.clips": ("ClipDataset", "DatasetFormatError", "make_loader", "split_by_episode"),
+    "lavid.data.training_data": ("build_training_data",),
+    "lavid.data.eval_data": ("load_split",),
+    "lavid.data.actions": ("transition_actions",),
 }
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -53,6 +53,35 @@ def clip_features():
     )
 
 
+EPISODE_KEYS = {"source": "string", "episode": "int64", "first_row": "int64", "num_steps": "int64"}
+"""The columns every ``episodes`` table has: where the episode came from, its index, and its rows of
+``steps/`` (``episode``, ``first_row`` and ``num_steps`` are filled in by :class:`ChunkedWriter`)."""
+
+EPISODE_COLUMNS = {
+    "video": {
+        "num_frames": "int64", "duration": "float64", "src_fps": "float64", "src_frames": "int64",
+        "width": "int32", "height": "int32", "rotation": "int32", "codec": "string",
+    },
+    "trajectory": {
+        "task": "string", "camera": "string", "seed": "int64", "policy": "string", "return": "float32",
+        "fps": "float32", "action_dim": "int32", "state_dim": "int32",
+    },
+}
+"""Each dataset kind's own ``episodes`` columns (``{name: datasets.Value dtype}``) beside
+:data:`EPISODE_KEYS`: what the video probe found (usable frames at the dataset's fps, the file's duration,
+rate, frame count, size, rotation and codec), or how the simulator episode was made (task, camera, seed,
+policy, return, fps, action and state sizes)."""
+
+
+def episode_features(kind: str):
+    """``datasets.Features`` of the ``episodes`` table (one row per video or simulator episode) of a dataset
+    of ``kind`` (``"video"`` or ``"trajectory"``): :data:`EPISODE_KEYS`, then ``EPISODE_COLUMNS[kind]``."""
+    import datasets
+
+    columns = {**EPISODE_KEYS, **EPISODE_COLUMNS[kind]}
+    return datasets.Features({name: datasets.Value(dtype) for name, dtype in columns.items()})
+
+
 class StoreError(Exception):
     """The output folder cannot be used as asked (unwritable, built with other parameters, ...)."""
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from lavid.data.policies import check_policy_name, make_policy
 from lavid.data.sim import SimEnv, check_task, ensure_renderer
-from lavid.data.store import ChunkedWriter, ItemResult, clip_features, prepare_output, read_meta
+from lavid.data.store import ChunkedWriter, ItemResult, clip_features, episode_features, prepare_output, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -201,22 +201,7 @@ def features(config: TrajectoryConfig, layout: Layout) -> dict[str, Any]:
         steps["target"] = vector("float32", 3)
     return {
         "clips": clip_features(),
-        "episodes": datasets.Features(
-            {
-                "source": value("string"),
-                "episode": value("int64"),
-                "first_row": value("int64"),
-                "num_steps": value("int64"),
-                "task": value("string"),
-                "camera": value("string"),
-                "seed": value("int64"),
-                "policy": value("string"),
-                "return": value("float32"),
-                "fps": value("float32"),
-                "action_dim": value("int32"),
-                "state_dim": value("int32"),
-            }
-        ),
+        "episodes": episode_features("trajectory"),
         "steps": datasets.Features(steps),
     }
 

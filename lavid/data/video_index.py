@@ -20,6 +20,7 @@ from lavid.data.store import (
     ItemResult,
     StoreError,
     clip_features,
+    episode_features,
     fingerprint_sources,
     prepare_output,
     read_meta,
@@ -69,22 +70,7 @@ def features(config: VideoIndexConfig) -> dict[str, Any]:
     value = datasets.Value
     tables = {
         "clips": clip_features(),
-        "episodes": datasets.Features(
-            {
-                "source": value("string"),
-                "episode": value("int64"),
-                "first_row": value("int64"),
-                "num_steps": value("int64"),
-                "num_frames": value("int64"),
-                "duration": value("float64"),
-                "src_fps": value("float64"),
-                "src_frames": value("int64"),
-                "width": value("int32"),
-                "height": value("int32"),
-                "rotation": value("int32"),
-                "codec": value("string"),
-            }
-        ),
+        "episodes": episode_features("video"),
     }
     if config.materialize:
         tables["steps"] = datasets.Features(

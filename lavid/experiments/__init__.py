@@ -19,9 +19,8 @@ The names below are imported on first use, so ``import lavid.experiments`` stays
 
 from lavid.core.lazy import lazy_exports
 
-_EXPORTS = {
-    "run_sweep": "lavid.experiments.ablation",
+_EXPORTS = {  # module: the names it exports here
+    "lavid.experiments.ablation": ("run_sweep",),
 }
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

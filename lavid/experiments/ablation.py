@@ -20,72 +20,71 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import shutil
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lavid.core.config import check
+from lavid.experiments.runner import run_jobs, train_subprocess
+from lavid.models import latents
+from lavid.models.latents import format_value
+
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
+COEFFICIENT = {spec.name: spec.coefficient for spec in latents.families() if spec.coefficient}
+"""The swept coefficient of each family, from the latent-family registry (baselines such as ``none`` and
+``deterministic`` have none)."""
 
-COEFFICIENT = {"noisy": "beta", "sparse": "l1", "discrete": "codebook_size", "fsq": "fsq_levels"}
-"""The swept coefficient of each family (``none`` and ``deterministic`` have none)."""
+PAPER_VALUES: dict[str, list] = {spec.name: spec.default_values() for spec in latents.families() if spec.coefficient}
+"""The reference paper's sweep of each swept family (``FamilySpec.paper_values``)."""
 
-PAPER_VALUES: dict[str, list] = {
-    "noisy": [5e-3, 1e-3, 5e-4, 1e-4, 5e-5, 1e-5, 5e-6, 1e-6],
-    "sparse": [0.4, 0.1, 0.08, 0.06, 0.05, 0.04, 0.02, 0.01],
-    "discrete": [16, 1024, 4096, 32768],
-    "fsq": [[8, 5], [8, 5, 5, 5], [8, 8, 8, 5, 5], [8, 8, 8, 6, 5, 5]],
-}
-FAMILIES = ("noisy", "sparse", "discrete", "fsq", "none", "deterministic")
+FAMILIES = latents.FAMILIES
+"""Every registered family, in the default order."""
 
 
 @dataclass
 class Budget:
-    """How much each stage gets.
+    """How much each stage gets (a preset of ``configs/experiments/ablate/``).
 
     Attributes:
         steps: optimizer steps per run. mae_steps: encoder pretraining when the config has no checkpoint.
         decoder_steps: pixel decoder training. eval_clips / probe_clips: held-out clips evaluated and
-        training clips the probe is fit on. values: the coefficients swept per family.
-        overrides: extra ``key=value`` for every run.
+        training clips the probe is fit on. values: the coefficients swept per family (a swept family not
+        named sweeps its registry values). overrides: extra ``key=value`` for every run.
     """
 
-    steps: int
-    mae_steps: int
-    decoder_steps: int
-    eval_clips: int
-    probe_clips: int
-    values: dict[str, list]
+    steps: int = 400
+    mae_steps: int = 200
+    decoder_steps: int = 100
+    eval_clips: int = 64
+    probe_clips: int = 128
+    values: dict[str, Any] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
 
+    def validate(self, prefix: str = "") -> None:
+        for name in ("steps", "decoder_steps", "eval_clips", "probe_clips"):
+            check(getattr(self, name) >= 1, name.replace("_", "-"), f"must be >= 1, got {getattr(self, name)}")
+        check(self.mae_steps >= 0, "mae-steps", f"must be >= 0, got {self.mae_steps}")
 
-BUDGETS = {
-    # 2 CPU cores, <= 30 minutes for all 10 runs (each trains its own encoder and decoder): ends of each
-    # sweep, 400 steps a run (the default run's 1,000 would take 40 minutes of training alone)
-    "smoke": Budget(steps=400, mae_steps=200, decoder_steps=100, eval_clips=64, probe_clips=128,
-                    values={"noisy": [1e-3, 1e-5], "sparse": [0.4, 0.04], "discrete": [16, 1024],
-                            "fsq": [[8, 5], [8, 5, 5, 5]]},
-                    overrides=["model.latent.reset_every=5000", "log_every=25"]),
-    # one GPU, a few hours
-    "small": Budget(steps=5000, mae_steps=3000, decoder_steps=3000, eval_clips=512, probe_clips=1024,
-                    values={"noisy": [1e-3, 1e-4, 1e-5, 1e-6], "sparse": [0.4, 0.1, 0.04, 0.01],
-                            "discrete": [16, 1024, 4096], "fsq": [[8, 5], [8, 5, 5, 5], [8, 8, 8, 6, 5, 5]]},
-                    overrides=["model.latent.reset_every=200000"]),
-    # the paper's sweep and schedule (30k iterations); use with configs/paper.yaml on many GPUs
-    "paper": Budget(steps=30_000, mae_steps=0, decoder_steps=20_000, eval_clips=2048, probe_clips=4096,
-                    values=PAPER_VALUES),
-}
+
+def load_budget(name: str, overrides: list[str] = ()) -> Budget:
+    """Budget preset ``name`` (``smoke``, ``small``, ``paper`` or a YAML file) with ``key=value`` overrides."""
+    from lavid.experiments.presets import load_preset
+
+    return load_preset(Budget, "ablate", name, list(overrides))
 
 
 @dataclass
 class RunSpec:
-    """One training run of the sweep: ``family`` with ``coefficient = value`` (``None`` for baselines)."""
+    """One training run of the sweep: ``family`` with ``coefficient = value`` (``None`` for baselines).
+
+    Attributes:
+        family: a registered latent family.
+        coefficient: the config field swept (``model.latent.<coefficient>``), ``None`` for a baseline.
+        value: its value in this run.
+    """
 
     family: str
     coefficient: str | None = None
@@ -93,10 +92,10 @@ class RunSpec:
 
     @property
     def name(self) -> str:
+        """The run's folder name: ``noisy-beta_0.001``, ``discrete-K_16``, ``fsq-L_8x5``, ``none``."""
         if self.coefficient is None:
             return self.family
-        short = {"beta": "beta", "l1": "l1", "codebook_size": "K", "fsq_levels": "L"}[self.coefficient]
-        return f"{self.family}-{short}_{format_value(self.value)}"
+        return f"{self.family}-{latents.get_family(self.family).short}_{format_value(self.value)}"
 
     def overrides(self) -> list[str]:
         out = [f"model.latent.family={self.family}"]
@@ -106,80 +105,58 @@ class RunSpec:
         return out
 
 
-def format_value(value: Any) -> str:
-    if isinstance(value, list):
-        return "x".join(str(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def parse_values(family: str, text: str) -> list:
-    """``"1e-3,1e-4"`` -> floats (or ints for codebooks); fsq levels as ``"8x5,8x5x5x5"``."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if family not in COEFFICIENT:
-        raise ValueError(f"family {family!r} has no coefficient to sweep (choose from {', '.join(COEFFICIENT)})")
-    try:
-        if family == "fsq":
-            return [[int(level) for level in item.split("x")] for item in items]
-        if family == "discrete":
-            return [int(item) for item in items]
-        return [float(item) for item in items]
-    except ValueError as error:
-        raise ValueError(f"cannot read the values {text!r} for {family}: {error}") from error
+    """A family's sweep values from the command line, read by the family's own parser.
+
+    Args:
+        family: a registered family with a swept coefficient.
+        text: comma-separated values: ``"1e-3,1e-4"`` (floats), ``"16,1024"`` (codebook sizes), FSQ levels as
+            ``"8x5,8x5x5x5"``.
+
+    Raises:
+        ValueError: the family sweeps nothing or is unknown, or a value does not parse.
+    """
+    swept = [spec.name for spec in latents.families() if spec.coefficient]
+    if family not in swept:
+        raise ValueError(f"family {family!r} has no coefficient to sweep (choose from {', '.join(swept)})")
+    return latents.get_family(family).parse_values(text)
 
 
 def plan_runs(budget: Budget, families: list[str]) -> list[RunSpec]:
-    """Every run of the sweep in a fixed order: each family's coefficients, then the baselines."""
-    unknown = [f for f in families if f not in FAMILIES]
+    """Every run of the sweep in a fixed order: each family's coefficients, then the baselines.
+
+    Args:
+        budget: its ``values`` name the coefficients swept per family; a swept family absent from them
+            sweeps its registry default (``FamilySpec.paper_values``, the reference paper's sweep).
+        families: registered family names, in the order their runs are planned.
+
+    Raises:
+        ValueError: a family is not registered.
+    """
+    registered = latents.names()
+    unknown = [f for f in families if f not in registered]
     if unknown:
-        raise ValueError(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown families {unknown}; choose from {', '.join(registered)}")
     specs = []
     for family in families:
-        if family in COEFFICIENT:
-            specs += [RunSpec(family, COEFFICIENT[family], v) for v in budget.values.get(family, [])]
-        else:
+        spec = latents.get_family(family)
+        if spec.coefficient is None:
             specs.append(RunSpec(family))
+            continue
+        values = budget.values[family] if family in budget.values else spec.default_values()
+        specs += [RunSpec(family, spec.coefficient, v) for v in values]
     return specs
 
 
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def _checkpoint_step(run_dir: Path) -> int:
-    from lavid.training.checkpoint import STATE_FILE, latest_checkpoint
-
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        return 0
-    return int(json.loads((checkpoint / STATE_FILE).read_text()).get("step", 0))
-
-
 def train_run(spec: RunSpec, run_dir: Path, config: str, overrides: list[str], steps: int,
               launcher: list[str]) -> dict[str, Any]:
-    """Train one run to ``steps`` (resuming what a killed sweep left); ``{"status", "error"?}``."""
-    done = _checkpoint_step(run_dir)
-    if done >= steps:
-        return {"status": "trained"}
-    if done == 0 and run_dir.exists():  # started but never checkpointed: nothing worth keeping
-        shutil.rmtree(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    command = [*launcher, str(REPO / "lavid" / "train.py"), "--config", config, *overrides, *spec.overrides(),
-               f"steps={steps}", f"out_dir={run_dir}", "progress=false"] + (["resume=true"] if done else [])
-    log_path = run_dir.parent / f"{spec.name}.log"
-    log.info("training %s%s", spec.name, f" (resuming at step {done})" if done else "")
-    with open(log_path, "a", encoding="utf-8") as handle:
-        handle.write(f"$ {shlex.join(command)}\n")
-        handle.flush()
-        # the caller's working directory: relative paths (--out, data=..., --config) mean the same in the
-        # sweep and in its runs
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
-    if result.returncode != 0 or _checkpoint_step(run_dir) < steps:
-        lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith("error:")]
-        return {"status": "failed", "error": (errors or lines or ["no output"])[-1][:500],
-                "log": str(log_path)}
-    return {"status": "trained"}
+    """Train one run to ``steps`` (resuming what a killed sweep left), its output in ``RUN.log`` beside it;
+    ``{"status", "error"?, "log"?}`` (:func:`lavid.experiments.runner.train_subprocess`)."""
+    return train_subprocess(run_dir, steps, [*overrides, *spec.overrides()], config=config, launcher=launcher,
+                            log_path=run_dir.parent / f"{spec.name}.log")
 
 
 @dataclass
@@ -224,14 +201,14 @@ def prepare_features(config, paths: SweepPaths, progress: bool) -> None:
     """Encode the data once with the shared frozen encoder (kept if it matches)."""
     from lavid.data.store import read_meta
     from lavid.models.encoder import encoder_fingerprint
-    from lavid.models.world_model import LatentActionWorldModel
     from lavid.training.feature_cache import build_feature_cache
+    from lavid.training.train_config import build_model
     from accelerate.utils import set_seed
 
     meta = read_meta(paths.features)
     if meta and meta.get("complete"):
         set_seed(config.seed)
-        fingerprint = encoder_fingerprint(LatentActionWorldModel(config.model).encoder)
+        fingerprint = encoder_fingerprint(build_model(config).encoder)
         if (meta.get("encoder") == fingerprint and meta.get("data") == config.data.data
                 and int(meta.get("frame_stride", 1)) == config.data.frame_stride):
             return
@@ -302,11 +279,12 @@ def run_sweep(config_path: str, overrides: list[str], out: str | os.PathLike, bu
     every = max(budget.steps // 4, 1)
     run_overrides = [*base, f"eval_every={budget.steps}", f"checkpoint_every={every}", f"seed={config.seed}"]
 
-    def train_one(spec: RunSpec) -> dict[str, Any]:
-        return train_run(spec, paths.run(spec), config_path, run_overrides, budget.steps, launcher)
+    def train_one(spec: RunSpec) -> tuple[str, dict[str, Any]]:
+        return spec.name, train_run(spec, paths.run(spec), config_path, run_overrides, budget.steps, launcher)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        trained = dict(zip([s.name for s in specs], pool.map(train_one, specs)))
+    # runs wait on their own processes: threads are enough to run ``jobs`` of them at once
+    trained = dict(run_jobs(train_one, [{"spec": spec} for spec in specs], workers=jobs, kind="thread",
+                            progress=False))
 
     decoders: dict[str, Any] = {}
 

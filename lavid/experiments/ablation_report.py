@@ -3,11 +3,12 @@ plots (one-step error vs capacity per family, leakage ratios, transfer ratios, p
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from lavid.experiments.results import cell, markdown_table, write_results
+from lavid.models import latents
 
 COLUMNS = [  # (key, header, format)
     ("error/one_step", "one-step", "{:.4f}"),
@@ -27,42 +28,26 @@ COLUMNS = [  # (key, header, format)
 ]
 
 
-def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
-    value = row.get(key)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return fmt.format(value)
-
-
 def write_report(rows: list[dict[str, Any]], out: str | Path, budget_name: str = "") -> dict[str, Path]:
     """Write the table, CSV, JSON and plots for the sweep's ``rows`` into ``out``; returns their paths."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     columns = [c for c in COLUMNS if any(c[0] in row for row in rows)]
-    lines = [f"# Latent-action ablation{f' ({budget_name} budget)' if budget_name else ''}", "",
+    intro = (f"# Latent-action ablation{f' ({budget_name} budget)' if budget_name else ''}\n\n"
              "Errors are mean L1 in the encoder's representation space on held-out clips (lower is better); "
              "'copy' predicts no change (target vs target); ratio below 1 beats it. Latent gain is the error with "
              "another clip's latents over the error with the clip's own (1.0: the latent is ignored). "
              "Leakage ratio near 1 means the latent leaks the future (paper: "
              "×2.0–×2.5); at cut / copy at cut below 1 means the latent passes part of the jump to the other "
              "clip, 1 none of it; transfer ratio near 1 means latents keep their meaning in another video (paper: "
-             "×1.03–×1.34). PSNR/SSIM are of decoded one-step predictions.", "",
-             "| run | family | coefficient | " + " | ".join(h for _, h, _ in columns) + " | status |",
-             "|---|---|---|" + "---|" * len(columns) + "---|"]
-    for row in rows:
-        coefficient = f"{row['coefficient']}={row['value']}" if row.get("coefficient") else "–"
-        status = row["status"] if row["status"] != "failed" else f"failed: {row.get('error', '')}".replace("|", "/")
-        lines.append(f"| {row['run']} | {row['family']} | {coefficient} | "
-                     + " | ".join(_cell(row, k, f) for k, _, f in columns) + f" | {status} |")
-    paths = {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json"}
-    paths["md"].write_text("\n".join(lines) + "\n")
-    paths["json"].write_text(json.dumps(rows, indent=1))
+             "×1.03–×1.34). PSNR/SSIM are of decoded one-step predictions.\n\n")
+    table = markdown_table(
+        ["run", "family", "coefficient", *(h for _, h, _ in columns), "status"],
+        [[row["run"], row["family"], f"{row['coefficient']}={row['value']}" if row.get("coefficient") else "–",
+          *(cell(row.get(k), f) for k, _, f in columns),
+          row["status"] if row["status"] != "failed" else f"failed: {row.get('error', '')}"] for row in rows])
     keys = ["run", "family", "coefficient", "value", "status", "error"]
     keys += sorted({k for row in rows for k in row} - set(keys))
-    with open(paths["csv"], "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
+    paths = write_results(out, intro + table, rows, columns=keys)
     paths.update(write_plots(rows, out / "plots"))
     return paths
 
@@ -77,22 +62,36 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
     done = [r for r in rows if r["status"] == "done"]
     paths: dict[str, Path] = {}
 
-    # one-step error vs capacity: each swept family along its own coefficient, baselines as lines
-    swept = sorted({r["family"] for r in done if r.get("coefficient")})
+    # one-step error vs capacity: each swept family along its own coefficient, baselines as lines; families
+    # in the registry's order, with its labels (a family the registry does not know keeps its name)
+    known = {spec.name: spec for spec in latents.families()}
+    order = {name: i for i, name in enumerate(known)}
+
+    def in_order(names: set[str]) -> list[str]:
+        return sorted(names, key=lambda name: (order.get(name, len(order)), name))
+
+    swept = in_order({r["family"] for r in done if r.get("coefficient")})
+    baselines = in_order({r["family"] for r in done if not r.get("coefficient")})
+    styles = ("--", ":", (0, (5, 1, 1, 1)), (0, (1, 3)))
     figure, axes = plt.subplots(1, max(1, len(swept)), figsize=(4 * max(1, len(swept)), 3.2), squeeze=False)
     for axis, family in zip(axes[0], swept or [None]):
+        spec = known.get(family)
+        label = spec.label if spec else family
         runs = [r for r in done if r["family"] == family]
-        axis.plot(range(len(runs)), [r["error/one_step"] for r in runs], "o-", label=family or "")
+        axis.plot(range(len(runs)), [r["error/one_step"] for r in runs], "o-", label=label or "")
         axis.set_xticks(range(len(runs)), [r["value"] for r in runs], rotation=30, fontsize=7)
-        axis.set_xlabel(runs[0]["coefficient"] if runs else "")
-        for baseline, style in (("none", "--"), ("deterministic", ":")):
+        coefficient = runs[0]["coefficient"] if runs else ""
+        axis.set_xlabel(spec.coefficient_label if spec else coefficient)
+        for i, baseline in enumerate(baselines):
+            base = known.get(baseline)
             for r in done:
                 if r["family"] == baseline:
-                    axis.axhline(r["error/one_step"], linestyle=style, color="gray", label=baseline)
+                    axis.axhline(r["error/one_step"], linestyle=styles[i % len(styles)], color="gray",
+                                 label=base.label if base else baseline)
         copies = [r["error/copy"] for r in done]
         if copies:
             axis.axhline(sum(copies) / len(copies), linestyle="-.", color="red", linewidth=0.8, label="copy")
-        axis.set_title(family or "no swept family")
+        axis.set_title(label or "no swept family")
         axis.set_ylabel("held-out one-step error (L1)")
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)

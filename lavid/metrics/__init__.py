@@ -14,13 +14,11 @@ are imported on first use, so ``import lavid.metrics`` stays free of torch.
 
 from lavid.core.lazy import lazy_exports
 
-_EXPORTS = {
-    "evaluate_latents": "lavid.metrics.latent_evals",
-    "action_probe": "lavid.metrics.latent_evals",
-    "linear_probe": "lavid.metrics.probe",
-    "probe_model": "lavid.metrics.state_probe",
-    "probe_after_training": "lavid.metrics.training_probes",
+_EXPORTS = {  # module: the names it exports here
+    "lavid.metrics.latent_evals": ("evaluate_latents", "action_probe"),
+    "lavid.metrics.probe": ("linear_probe",),
+    "lavid.metrics.state_probe": ("probe_model",),
+    "lavid.metrics.training_probes": ("probe_after_training",),
 }
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,4 +1,4 @@
-"""The scene-cut test for future leakage (DESIGN.md section 3).
+"""The scene-cut test for future leakage (the reference paper's; docs/reference.md, "Evaluations").
 
 Join the first ``cut`` steps of clip A to the last steps of clip B (another video). The transition
 ``cut - 1 -> cut`` is then unpredictable from the past. A latent action that only describes motion

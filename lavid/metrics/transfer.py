@@ -1,4 +1,4 @@
-"""Cycle-consistency transfer of latent actions between videos (DESIGN.md section 3).
+"""Cycle-consistency transfer of latent actions between videos (the reference paper's; docs/reference.md).
 
 For a pair of clips A and B:
 

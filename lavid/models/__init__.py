@@ -4,7 +4,8 @@ Takes in: clips of frames ``[B, T, 3, H, W]`` uint8 (or cached features) and, fo
 models, actions, laid out by :mod:`lavid.data.actions`.
 Gives out: the latent-action world model (:class:`LatentActionWorldModel`: frame encoder, inverse dynamics
 model, latent family, predictor, SIGReg; its loss and rollouts), the pixel decoder that paints its
-representations, and the masked autoencoder used to pretrain the encoder. Fitting any of them is
+representations, and the masked autoencoder used to pretrain the encoder. The latent families live in
+:mod:`lavid.models.latents`, one module each, found by its registry. Fitting any of them is
 :mod:`lavid.training`'s job.
 
 Imports only :mod:`lavid.core` and :mod:`lavid.data`. The names below are imported on first use, so
@@ -13,16 +14,10 @@ Imports only :mod:`lavid.core` and :mod:`lavid.data`. The names below are import
 
 from lavid.core.lazy import lazy_exports
 
-_EXPORTS = {
-    "LatentActionWorldModel": "lavid.models.world_model",
-    "ModelConfig": "lavid.models.world_model",
-    "FrameEncoder": "lavid.models.encoder",
-    "normalize_frames": "lavid.models.encoder",
-    "encoder_fingerprint": "lavid.models.encoder",
-    "PixelDecoder": "lavid.models.decoder",
-    "DecoderError": "lavid.models.decoder",
-    "load_decoder": "lavid.models.decoder",
+_EXPORTS = {  # module: the names it exports here
+    "lavid.models.world_model": ("LatentActionWorldModel", "ModelConfig"),
+    "lavid.models.encoder": ("FrameEncoder", "normalize_frames", "encoder_fingerprint"),
+    "lavid.models.decoder": ("PixelDecoder", "DecoderError", "load_decoder"),
 }
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

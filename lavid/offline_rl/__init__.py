@@ -22,17 +22,13 @@ and ``lavid.planning`` (``tests/test_layout.py`` checks it). The names below are
 
 from lavid.core.lazy import lazy_exports
 
-_EXPORTS = {
-    "SAC": "lavid.offline_rl.sac",
-    "SACConfig": "lavid.offline_rl.sac",
-    "train_expert": "lavid.offline_rl.expert",
-    "split_labeled": "lavid.offline_rl.offline_data",
-    "load_offline": "lavid.offline_rl.offline_data",
-    "StateWorldModel": "lavid.offline_rl.state_world_model",
-    "train_state_world_model": "lavid.offline_rl.state_world_model",
-    "train_policy": "lavid.offline_rl.imagination",
-    "run_method": "lavid.offline_rl.methods",
+_EXPORTS = {  # module: the names it exports here
+    "lavid.offline_rl.sac": ("SAC", "SACConfig"),
+    "lavid.offline_rl.expert": ("train_expert",),
+    "lavid.offline_rl.offline_data": ("split_labeled", "load_offline"),
+    "lavid.offline_rl.state_world_model": ("StateWorldModel", "train_state_world_model"),
+    "lavid.offline_rl.imagination": ("train_policy",),
+    "lavid.offline_rl.methods": ("run_method",),
 }
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -22,6 +22,7 @@ from torch import nn
 
 from lavid.offline_rl.state_world_model import Gaussian, StateWorldModel, kl, mlp, sample
 from lavid.offline_rl.offline_data import OfflineDataError
+from lavid.core.config import check
 
 
 EXECUTE = ("decoder", "idm")
@@ -65,15 +66,12 @@ class PolicyConfig:
     def validate(self, prefix: str = "policy") -> None:
         prefix = f"{prefix}." if prefix else ""
         for name in ("hidden", "horizon", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise OfflineDataError(f"{prefix}{name} must be >= 1, got {getattr(self, name)}")
+            check(getattr(self, name) >= 1, prefix + name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("gamma", "lam", "tau"):
-            if not 0 < getattr(self, name) <= 1:
-                raise OfflineDataError(f"{prefix}{name} must be in (0, 1], got {getattr(self, name)}")
-        if not 0 <= self.actor_ema < 1:
-            raise OfflineDataError(f"{prefix}actor_ema must be in [0, 1) (0: off), got {self.actor_ema}")
-        if self.prior_kl < 0 or not self.lr > 0:
-            raise OfflineDataError(f"{prefix}prior_kl must be >= 0 and {prefix}lr > 0")
+            check(0 < getattr(self, name) <= 1, prefix + name, f"must be in (0, 1], got {getattr(self, name)}")
+        check(0 <= self.actor_ema < 1, f"{prefix}actor_ema", f"must be in [0, 1) (0: off), got {self.actor_ema}")
+        check(self.prior_kl >= 0, f"{prefix}prior_kl", f"must be >= 0, got {self.prior_kl}")
+        check(self.lr > 0, f"{prefix}lr", f"must be > 0, got {self.lr}")
         check_execution(self.execute, name=f"{prefix}execute")
 
 

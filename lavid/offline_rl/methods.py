@@ -30,6 +30,7 @@ from lavid.offline_rl.state_world_model import StateWorldModelConfig, mlp, train
 from lavid.offline_rl.model_evals import model_metrics
 from lavid.offline_rl.offline_data import Normalizer, OfflineDataError, OfflineEpisode, Transitions
 from lavid.data.sim import SimEnv
+from lavid.core.config import check
 
 METHODS = ("latent", "labeled_only", "bc", "random")
 
@@ -58,11 +59,10 @@ class OfflineRLConfig:
         """The ``bc`` section and what ``model`` and ``policy`` need of each other;
         :func:`lavid.core.config.load_config` validates each of them with its own ``validate``."""
         for name in ("hidden", "steps", "batch_size"):
-            if getattr(self.bc, name) < 1:
-                raise OfflineDataError(f"bc.{name} must be >= 1, got {getattr(self.bc, name)}")
-        if self.labeled_only_model_steps < 0:
-            raise OfflineDataError(f"labeled_only_model_steps must be >= 0 (0: model.steps), got "
-                                   f"{self.labeled_only_model_steps}")
+            check(getattr(self.bc, name) >= 1, f"bc.{name}", f"must be >= 1, got {getattr(self.bc, name)}")
+        check(self.bc.lr > 0, "bc.lr", f"must be > 0, got {self.bc.lr}")
+        check(self.labeled_only_model_steps >= 0, "labeled_only_model_steps",
+              f"must be >= 0 (0: model.steps), got {self.labeled_only_model_steps}")
         check_execution(self.policy.execute, self.model.pseudo > 0)
 
     def model_for(self, method: str) -> StateWorldModelConfig:

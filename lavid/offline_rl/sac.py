@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from lavid.core.config import check
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -39,17 +40,12 @@ class SACConfig:
 
     def validate(self) -> None:
         for name in ("hidden", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"sac.{name} must be >= 1, got {getattr(self, name)}")
+            check(getattr(self, name) >= 1, f"sac.{name}", f"must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "init_temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"sac.{name} must be > 0, got {getattr(self, name)}")
-        if not 0 < self.gamma < 1:
-            raise ValueError(f"sac.gamma must be in (0, 1), got {self.gamma}")
-        if not 0 < self.tau <= 1:
-            raise ValueError(f"sac.tau must be in (0, 1], got {self.tau}")
-        if self.seed_steps < 0:
-            raise ValueError(f"sac.seed_steps must be >= 0, got {self.seed_steps}")
+            check(getattr(self, name) > 0, f"sac.{name}", f"must be > 0, got {getattr(self, name)}")
+        check(0 < self.gamma < 1, "sac.gamma", f"must be in (0, 1), got {self.gamma}")
+        check(0 < self.tau <= 1, "sac.tau", f"must be in (0, 1], got {self.tau}")
+        check(self.seed_steps >= 0, "sac.seed_steps", f"must be >= 0, got {self.seed_steps}")
 
 
 def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:

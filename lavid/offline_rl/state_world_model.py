@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lavid.offline_rl.offline_data import Normalizer, OfflineDataError, Transitions
+from lavid.core.config import check
 
 
 @dataclass
@@ -54,13 +55,10 @@ class StateWorldModelConfig:
     def validate(self, prefix: str = "model") -> None:
         prefix = f"{prefix}." if prefix else ""
         for name in ("latent_dim", "hidden", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise OfflineDataError(f"{prefix}{name} must be >= 1, got {getattr(self, name)}")
+            check(getattr(self, name) >= 1, prefix + name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("beta", "align", "decoder", "reward", "cycle", "pseudo"):
-            if getattr(self, name) < 0:
-                raise OfflineDataError(f"{prefix}{name} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise OfflineDataError(f"{prefix}lr must be > 0, got {self.lr}")
+            check(getattr(self, name) >= 0, prefix + name, f"must be >= 0, got {getattr(self, name)}")
+        check(self.lr > 0, f"{prefix}lr", f"must be > 0, got {self.lr}")
 
 
 def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:

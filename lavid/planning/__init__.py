@@ -25,23 +25,16 @@ stays free of torch.
 
 from lavid.core.lazy import lazy_exports
 
-_EXPORTS = {
-    "PlannerConfig": "lavid.planning.planner",
-    "CostFn": "lavid.planning.planner",
-    "Plan": "lavid.planning.planner",
-    "plan": "lavid.planning.planner",
-    "plan_looped": "lavid.planning.planner",
-    "warm_start": "lavid.planning.planner",
-    "seeded_generators": "lavid.planning.planner",
-    "cem_update": "lavid.planning.cem",
-    "mppi_update": "lavid.planning.mppi",
-    "Controller": "lavid.planning.controller",
-    "ControllerConfig": "lavid.planning.controller",
-    "ActionDynamics": "lavid.planning.dynamics",
-    "PlanningAgent": "lavid.planning.mpc",
-    "run_closed_loop": "lavid.planning.mpc",
-    "load_goals": "lavid.planning.reaching",
+_EXPORTS = {  # module: the names it exports here
+    "lavid.planning.planner": (
+        "PlannerConfig", "CostFn", "Plan", "plan", "plan_looped", "warm_start", "seeded_generators",
+    ),
+    "lavid.planning.cem": ("cem_update",),
+    "lavid.planning.mppi": ("mppi_update",),
+    "lavid.planning.controller": ("Controller", "ControllerConfig"),
+    "lavid.planning.dynamics": ("ActionDynamics",),
+    "lavid.planning.mpc": ("PlanningAgent", "run_closed_loop"),
+    "lavid.planning.reaching": ("load_goals",),
 }
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

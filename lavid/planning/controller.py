@@ -3,7 +3,7 @@
 A latent world model is conditioned on z_t = g(s_t, s_t+1), the IDM's latent for the transition that
 action a_t caused. To plan with real actions through it, a small network learns to say which z an
 action gives in a state, with L2 against the frozen IDM's latents on the few transitions that have
-action labels (the reference paper's controller; section 3 of DESIGN.md). Two variants:
+action labels (the reference paper's controller; docs/reference.md, "Evaluations"). Two variants:
 
 - ``mlp``: the action alone, ``MLP(a_t)``: enough where an action means the same change in every state;
 - ``attention``: also the state the action is taken in and the one before it (``s_t−1, s_t``: a

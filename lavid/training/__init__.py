@@ -15,16 +15,13 @@ Imports core, data and models, never metrics or control (what runs after trainin
 
 from lavid.core.lazy import lazy_exports
 
-_EXPORTS = {
-    "TrainConfig": "lavid.training.train_config",
-    "train": "lavid.training.trainer",
-    "load_run": "lavid.training.runs",
-    "LoadedRun": "lavid.training.runs",
-    "RunError": "lavid.training.runs",
-    "build_feature_cache": "lavid.training.feature_cache",
-    "pretrain_encoder": "lavid.training.pretrain_mae",
-    "decoder_for_run": "lavid.training.fit_decoder",
+_EXPORTS = {  # module: the names it exports here
+    "lavid.training.train_config": ("TrainConfig", "build_model"),
+    "lavid.training.trainer": ("train",),
+    "lavid.training.runs": ("load_run", "LoadedRun", "RunError"),
+    "lavid.training.feature_cache": ("build_feature_cache",),
+    "lavid.training.pretrain_mae": ("pretrain_encoder",),
+    "lavid.training.fit_decoder": ("decoder_for_run",),
 }
-__all__ = sorted(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,7 +16,7 @@ import torch
 from lavid.core.config import ConfigError, from_dict, load_yaml
 from lavid.models.world_model import LatentActionWorldModel
 from lavid.training.checkpoint import STATE_FILE, latest_checkpoint
-from lavid.training.train_config import TrainConfig
+from lavid.training.train_config import TrainConfig, build_model
 
 WEIGHTS = "model.safetensors"
 
@@ -72,7 +72,7 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loa
     except (ConfigError, OSError) as error:
         raise RunError(f"{run_dir / 'config.yaml'} cannot be read: {error}") from error
     try:  # config.yaml holds the resolved model.action_dim of an action-conditioned run
-        model = LatentActionWorldModel(config.model, frame_stride=config.data.frame_stride)
+        model = build_model(config)
     except ValueError as error:
         raise RunError(f"{run_dir / 'config.yaml'} does not describe a model that can be built: {error}") from error
     try:

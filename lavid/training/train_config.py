@@ -9,7 +9,7 @@ from typing import Literal
 from lavid.core.config import ConfigError, check
 from lavid.data.data_config import DataConfig
 from lavid.data.training_data import data_action_dim
-from lavid.models.world_model import ModelConfig
+from lavid.models.world_model import LatentActionWorldModel, ModelConfig
 
 @dataclass
 class OptimConfig:
@@ -146,3 +146,19 @@ def resolve_action_dim(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"model.action_dim: {model.action_dim} is fewer than the {found} action entries per frame "
                           "of the data (0 picks it from the data)")
     return config
+
+
+def build_model(config: TrainConfig) -> LatentActionWorldModel:
+    """The world model a run of ``config`` trains: ``config.model``, given what it needs from the rest of the
+    run config (the data's frame stride ``data.frame_stride``, which sets an action-conditioned step's
+    condition size).
+
+    Every place that builds a run's model goes through here (training, :func:`lavid.training.load_run`, the
+    benchmarks), so a model built from the same config and the same seed has the same weights everywhere.
+    The weights are drawn from torch's global RNG: seed it first. With ``model.condition=action``,
+    ``model.action_dim`` must be resolved first (:func:`resolve_action_dim`).
+
+    Raises:
+        ValueError: a model the config cannot build (``model.condition=action`` with ``action_dim`` 0).
+    """
+    return LatentActionWorldModel(config.model, frame_stride=config.data.frame_stride)

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ from lavid.data.training_data import MODEL_INPUTS, build_training_data, ensure_d
 from lavid.models.world_model import LatentActionWorldModel
 from lavid.training.checkpoint import CheckpointMissing, latest_checkpoint, load_checkpoint, save_checkpoint
 from lavid.training.evaluation import evaluate, rollout_picture
-from lavid.training.train_config import TrainConfig, resolve_action_dim
+from lavid.training.train_config import TrainConfig, build_model, resolve_action_dim
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,25 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+@dataclass
+class _Session:
+    """What a training run works on once it is set up; ``step``, ``epoch`` and ``consumed`` (clips of the
+    epoch this process has read) are the data position saved in every checkpoint."""
+
+    accelerator: Any
+    config: TrainConfig
+    out: Path
+    data: Any  # lavid.data.training_data.TrainingData
+    model: torch.nn.Module  # as prepared by accelerate (possibly wrapped)
+    core: LatentActionWorldModel  # the unwrapped model
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator  # the latent-noise RNG of this process
+    step: int = 0
+    epoch: int = 0
+    consumed: int = 0
+
+
 def train(config: TrainConfig, after_training: AfterTraining | None = None) -> dict[str, Any]:
     """Run (or resume) training; returns a summary with the final metrics and where results are.
 
@@ -148,10 +168,32 @@ def train(config: TrainConfig, after_training: AfterTraining | None = None) -> d
             ``lavid/train.py`` passes the probes of :mod:`lavid.metrics.training_probes` (training itself
             does not import the metrics stage).
     """
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
-
     out, checkpoint = _prepare_out_dir(config)
+    accelerator = _make_accelerator(config, out)
+    config = _resolve_run_config(accelerator, config, out)
+    session = _set_up(accelerator, config, out)
+    if checkpoint is not None:
+        _resume(session, checkpoint)
+    metrics = MetricsLog(accelerator, out, session.step if checkpoint is not None else None)
+    _start_trackers(accelerator, config, out)
+    last = _run_steps(session, metrics)
+    if accelerator.is_main_process and config.probe_episodes and after_training is not None:
+        probes = after_training(session.core, config, out)
+        if probes:
+            metrics.write(session.step, probes)
+        last.update(probes)
+    metrics.close()
+    accelerator.wait_for_everyone()
+    return {"out_dir": str(out), "step": session.step, "metrics": last, "checkpoint": str(latest_checkpoint(out)),
+            "processes": accelerator.num_processes, "condition": config.model.condition}
+
+
+def _make_accelerator(config: TrainConfig, out: Path):
+    """The run's ``Accelerator`` (precision, gradient accumulation, trackers), with the CPU threads shared
+    among the processes."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
     # cpu=True on a machine without CUDA: processes started by torchrun (accelerate launch --multi_gpu)
     # then join a gloo group; accelerate only forms a multi-CPU group when told it is on the CPU.
     accelerator = Accelerator(mixed_precision=_mixed_precision(config.mixed_precision),
@@ -161,9 +203,14 @@ def train(config: TrainConfig, after_training: AfterTraining | None = None) -> d
                               log_with=list(config.trackers) or None,
                               project_config=ProjectConfiguration(project_dir=str(out),
                                                                   logging_dir=str(out / "tensorboard")))
-    main = accelerator.is_main_process
     if accelerator.device.type == "cpu":  # accelerate launch pins CPU processes to 1 thread: use a share of the cores
         torch.set_num_threads(max(1, usable_cores() // accelerator.num_processes))
+    return accelerator
+
+
+def _resolve_run_config(accelerator, config: TrainConfig, out: Path) -> TrainConfig:
+    """Make the default data when it is missing, resolve what comes from the data and write ``config.yaml``."""
+    main = accelerator.is_main_process
     if main:
         ensure_default_data(config.data)
     accelerator.wait_for_everyone()
@@ -171,18 +218,18 @@ def train(config: TrainConfig, after_training: AfterTraining | None = None) -> d
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    return config
+
+
+def _set_up(accelerator, config: TrainConfig, out: Path) -> _Session:
+    """Seed, then build the data, the model, its optimizer and schedule (in that order, the same on every
+    process) and hand them to accelerate."""
+    from accelerate.utils import set_seed
 
     set_seed(config.seed)  # identical initialization on every process
     actions = config.model.action_dim if config.model.condition == "action" else None
     data = build_training_data(config.data, config.model.encoder.tubelet, pad_actions=actions)
-    model = LatentActionWorldModel(config.model, frame_stride=config.data.frame_stride)
-    if accelerator.num_processes > 1 and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
-        if accelerator.device.type == "cuda":  # batch statistics over the global batch, as one process has them
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif main:
-            log.warning("BatchNorm statistics are per process on %s (SyncBatchNorm needs CUDA): a run on %d "
-                        "processes is not the same as one process with the same global batch",
-                        accelerator.device.type, accelerator.num_processes)
+    model = _sync_batch_norm(accelerator, build_model(config))
     optimizer = torch.optim.AdamW(parameter_groups(model, config.optim.weight_decay), lr=config.optim.lr,
                                   betas=tuple(config.optim.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -190,97 +237,153 @@ def train(config: TrainConfig, after_training: AfterTraining | None = None) -> d
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     core: LatentActionWorldModel = accelerator.unwrap_model(model)
     if data.kind == "features":
-        from lavid.data.clips import DatasetFormatError
-        from lavid.models.encoder import encoder_fingerprint
-
-        made_by = data.train.dataset.meta.get("encoder")
-        if made_by != encoder_fingerprint(core.encoder):
-            raise DatasetFormatError(
-                f"feature cache {config.data.features} was made by other encoder weights ({made_by}); rebuild it "
-                "with data_prep/encode.py using this config (same seed, sizes and checkpoint)"
-            )
+        _check_feature_cache(config, data, core)
     generator = torch.Generator(device=accelerator.device).manual_seed(config.seed + 7919 * accelerator.process_index)
+    return _Session(accelerator, config, out, data, model, core, optimizer, scheduler, generator)
 
-    step, epoch, consumed = 0, 0, 0
-    if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint, generator)
-        step, epoch, consumed = state["step"], state["epoch"], state["consumed"]
-        if main:
-            log.info("resumed from %s at step %d", checkpoint, step)
-    metrics = MetricsLog(accelerator, out, step if checkpoint is not None else None)
-    _start_trackers(accelerator, config, out)
 
+def _sync_batch_norm(accelerator, model: LatentActionWorldModel) -> torch.nn.Module:
+    """``model`` with SyncBatchNorm when several CUDA processes train a model with BatchNorm (a warning on the CPU)."""
+    if accelerator.num_processes > 1 and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
+        if accelerator.device.type == "cuda":  # batch statistics over the global batch, as one process has them
+            return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if accelerator.is_main_process:
+            log.warning("BatchNorm statistics are per process on %s (SyncBatchNorm needs CUDA): a run on %d "
+                        "processes is not the same as one process with the same global batch",
+                        accelerator.device.type, accelerator.num_processes)
+    return model
+
+
+def _check_feature_cache(config: TrainConfig, data, core: LatentActionWorldModel) -> None:
+    """Refuse a feature cache made by other encoder weights than the model's."""
+    from lavid.data.clips import DatasetFormatError
+    from lavid.models.encoder import encoder_fingerprint
+
+    made_by = data.train.dataset.meta.get("encoder")
+    if made_by != encoder_fingerprint(core.encoder):
+        raise DatasetFormatError(
+            f"feature cache {config.data.features} was made by other encoder weights ({made_by}); rebuild it "
+            "with data_prep/encode.py using this config (same seed, sizes and checkpoint)"
+        )
+
+
+def _resume(session: _Session, checkpoint: Path) -> None:
+    """Restore weights, optimizer, schedule, RNGs and the data position from ``checkpoint``."""
+    state = load_checkpoint(session.accelerator, checkpoint, session.generator)
+    session.step, session.epoch, session.consumed = state["step"], state["epoch"], state["consumed"]
+    if session.accelerator.is_main_process:
+        log.info("resumed from %s at step %d", checkpoint, session.step)
+
+
+def _held_out_batches(session: _Session) -> list[dict[str, Any]]:
+    """The first ``eval_batches`` held-out batches of this process, on its device (the same at every eval)."""
+    config, accelerator = session.config, session.accelerator
+    heldout = make_loader(session.data.heldout, config.optim.batch_size, seed=config.seed, shuffle=True, num_workers=0,
+                          num_replicas=accelerator.num_processes, rank=accelerator.process_index, drop_last=False)
+    batches = []
+    for batch in heldout:
+        batches.append(_to_device(batch, accelerator.device))
+        if len(batches) >= config.eval_batches:
+            break
+    return batches
+
+
+def _run_steps(session: _Session, metrics: MetricsLog) -> dict[str, float]:
+    """Train from ``session.step`` to ``config.steps``, logging, evaluating and checkpointing on the way;
+    returns the last logged value of every metric."""
+    from tqdm.auto import tqdm
+
+    config, accelerator, data = session.config, session.accelerator, session.data
     batch_size, world = config.optim.batch_size, accelerator.num_processes
     loader_args = dict(batch_size=batch_size, seed=config.seed, num_workers=config.data.num_workers,
                        num_replicas=world, rank=accelerator.process_index, weights=data.weights)
     if len(data.train) < batch_size * world:
         raise ValueError(f"{len(data.train)} training clips are fewer than one global batch "
                          f"({batch_size} x {world} processes); lower optim.batch_size")
-    heldout = make_loader(data.heldout, batch_size, seed=config.seed, shuffle=True, num_workers=0,
-                          num_replicas=world, rank=accelerator.process_index, drop_last=False)
-    eval_batches = []
-    for batch in heldout:
-        eval_batches.append(_to_device(batch, accelerator.device))
-        if len(eval_batches) >= config.eval_batches:
-            break
+    eval_batches = _held_out_batches(session)
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=config.steps, initial=step, disable=not (main and config.progress), unit="step", desc="training")
+    bar = tqdm(total=config.steps, initial=session.step, disable=not (accelerator.is_main_process and config.progress),
+               unit="step", desc="training")
     started, clips_seen = time.perf_counter(), 0
     last: dict[str, float] = {}
-    while step < config.steps:
-        loader = make_loader(data.train, epoch=epoch, start=consumed, **loader_args)
+    while session.step < config.steps:
+        loader = make_loader(data.train, epoch=session.epoch, start=session.consumed, **loader_args)
         for batch in loader:
-            batch = _to_device(batch, accelerator.device)
-            with accelerator.accumulate(model):
-                inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
-                core.set_progress(step / config.steps)
-                result = model(**inputs, generator=generator)
-                accelerator.backward(result["loss"])
-                if accelerator.sync_gradients and config.optim.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            consumed += batch_size
+            result = _micro_batch(session, batch)
+            session.consumed += batch_size
             clips_seen += batch_size * world
             if not accelerator.sync_gradients:
                 continue
-            core.update_ema()
-            step += 1
+            session.core.update_ema()
+            session.step += 1
+            step = session.step
             bar.update(1)
             if step % config.log_every == 0 or step == config.steps:
-                reduced = {k: accelerator.reduce(v, reduction="mean").item() for k, v in _scalars(result).items()}
-                reduced["lr"] = scheduler.get_last_lr()[0]
-                reduced["clips_per_s"] = clips_seen / (time.perf_counter() - started)
-                last.update(reduced)
-                metrics.write(step, reduced)
-                bar.set_postfix(loss=f"{reduced['loss']:.4f}")
-            if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-                values = evaluate(core, eval_batches, config.rollout_horizon,
-                                  all_reduce=lambda totals: accelerator.reduce(totals, reduction="sum"))
+                values = _training_metrics(session, result, clips_seen / (time.perf_counter() - started))
                 last.update(values)
                 metrics.write(step, values)
-                if main and data.kind == "frames":
-                    rollout_picture(core, eval_batches[0]["frames"], config.rollout_horizon,
-                                    out / "rollouts" / f"step_{step:08d}.png", actions=eval_batches[0].get("actions"))
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+            if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+                values = _held_out_diagnostics(session, eval_batches)
+                last.update(values)
+                metrics.write(step, values)
+                _write_rollout_picture(session, eval_batches)
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.steps:
-                save_checkpoint(accelerator, out, step, {"epoch": epoch, "consumed": consumed,
-                                                         "config": to_dict(config)}, generator,
-                                config.keep_checkpoints)
+                _save(session)
             if step >= config.steps:
                 break
         else:
-            epoch, consumed = epoch + 1, 0
+            session.epoch, session.consumed = session.epoch + 1, 0
     bar.close()
-    if main and config.probe_episodes and after_training is not None:
-        probes = after_training(core, config, out)
-        if probes:
-            metrics.write(step, probes)
-        last.update(probes)
-    metrics.close()
-    accelerator.wait_for_everyone()
-    return {"out_dir": str(out), "step": step, "metrics": last,
-            "checkpoint": str(latest_checkpoint(out)), "processes": world, "condition": config.model.condition}
+    return last
+
+
+def _micro_batch(session: _Session, batch: dict[str, Any]) -> dict[str, Any]:
+    """Forward and backward one micro-batch; the optimizer and the schedule step when the gradients of
+    ``grad_accum`` micro-batches are complete. Returns the model's outputs."""
+    config, accelerator, model = session.config, session.accelerator, session.model
+    batch = _to_device(batch, accelerator.device)
+    with accelerator.accumulate(model):
+        inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+        session.core.set_progress(session.step / config.steps)
+        result = model(**inputs, generator=session.generator)
+        accelerator.backward(result["loss"])
+        if accelerator.sync_gradients and config.optim.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        session.optimizer.step()
+        if accelerator.sync_gradients:
+            session.scheduler.step()
+        session.optimizer.zero_grad(set_to_none=True)
+    return result
+
+
+def _training_metrics(session: _Session, result: dict[str, Any], clips_per_s: float) -> dict[str, float]:
+    """The step's scalar outputs averaged over the processes, the learning rate and the throughput."""
+    reduced = {k: session.accelerator.reduce(v, reduction="mean").item() for k, v in _scalars(result).items()}
+    reduced["lr"] = session.scheduler.get_last_lr()[0]
+    reduced["clips_per_s"] = clips_per_s
+    return reduced
+
+
+def _held_out_diagnostics(session: _Session, eval_batches: list[dict[str, Any]]) -> dict[str, float]:
+    """The ``eval/*`` errors of :func:`~lavid.training.evaluation.evaluate` on the held-out batches, summed
+    over the processes."""
+    accelerator = session.accelerator
+    return evaluate(session.core, eval_batches, session.config.rollout_horizon,
+                    all_reduce=lambda totals: accelerator.reduce(totals, reduction="sum"))
+
+
+def _write_rollout_picture(session: _Session, eval_batches: list[dict[str, Any]]) -> None:
+    """``rollouts/step_*.png`` of the first held-out batch (main process; frames only, a feature cache has
+    no pixels)."""
+    if session.accelerator.is_main_process and session.data.kind == "frames":
+        batch = eval_batches[0]
+        rollout_picture(session.core, batch["frames"], session.config.rollout_horizon,
+                        session.out / "rollouts" / f"step_{session.step:08d}.png", actions=batch.get("actions"))
+
+
+def _save(session: _Session) -> None:
+    """Checkpoint the run at its current step (every process takes part)."""
+    save_checkpoint(session.accelerator, session.out, session.step,
+                    {"epoch": session.epoch, "consumed": session.consumed, "config": to_dict(session.config)},
+                    session.generator, session.config.keep_checkpoints)
