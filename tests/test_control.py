@@ -105,15 +105,21 @@ class PointMass:
     """A toy simulator with SimEnv's interface: a point in the plane moved by its action."""
 
     action_dim = 2
+    action_repeat = 1
     action_low = np.full(2, -1.0, np.float32)
     action_high = np.full(2, 1.0, np.float32)
 
     def __init__(self, start):
         self.position = np.asarray(start, np.float32)
 
-    def step(self, action):
+    def step(self, action, trace=None):
         self.position = self.position + 0.25 * np.clip(action, -1, 1)
+        if trace is not None:
+            trace.append(self.qpos())
         return 0.0, False
+
+    def qpos(self):
+        return self.position.astype(np.float64)
 
     def render(self):
         return np.zeros((3, 4, 4), np.uint8)
@@ -244,7 +250,7 @@ def test_evals_plan_compares_every_method_and_writes_its_results(sim_data, laten
     script, out = ROOT / "evals" / "plan.py", tmp_path / "plan"
     common = ["--train-data", str(sim_data), "--latent-runs", str(latent_run), "--action-run", str(action_run),
               "--episodes", "2", "--goal-steps", "3", "--samples", "8", "--elites", "2", "--iterations", "2",
-              "--controller-steps", "5", "--no-progress"]
+              "--controller-steps", "5", "--preset", "goal_episodes", "--no-progress"]
     done = subprocess.run([sys.executable, str(script), "--task", "cartpole-swingup", "--out", str(out), *common],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -261,3 +267,96 @@ def test_evals_plan_compares_every_method_and_writes_its_results(sim_data, laten
                             *common], capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 2 and "no reacher-easy trajectories" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+# ------------------------------------------------------------------------ the anchors' planning protocol
+
+
+def test_pairs_from_held_out_episodes_and_the_success_criterion(reacher_goals):
+    from lavid.planning.reaching import draw_pairs, qpos_success, start_envs, wilson_interval
+
+    pairs = draw_pairs(reacher_goals, "reacher-easy", pairs=5, offset=3, seed=1)
+    again = draw_pairs(reacher_goals, "reacher-easy", pairs=5, offset=3, seed=1)
+    np.testing.assert_array_equal(pairs.goal_frames, again.goal_frames)  # seeded
+    assert pairs.oracle_actions.shape == (5, 3, 2) and pairs.goal_qpos.shape == (5, 2)
+    envs = start_envs(pairs, action_repeat=4)
+    replayed = run_closed_loop(envs, ReplayAgent(pairs.oracle_actions), steps=3, progress=False)
+    assert replayed.qpos.shape == (5, 1 + 3 * 4, 2)  # every control step, the start included
+    np.testing.assert_allclose(replayed.qpos[:, -1], pairs.goal_qpos, atol=1e-9)  # the stored goal, exactly
+    assert qpos_success(replayed.qpos, pairs.goal_qpos).all()
+    assert not qpos_success(replayed.qpos[:, :1], pairs.goal_qpos + 0.2).any()
+    near = pairs.goal_qpos[:, None] + np.array([0.049, -0.049])  # within 0.05 rad on every joint, at one step
+    assert qpos_success(np.concatenate([replayed.qpos[:, :1] + 1, near], axis=1), pairs.goal_qpos).all()
+    assert not qpos_success(pairs.goal_qpos[:, None] + np.array([0.0, 0.051]), pairs.goal_qpos).any()
+    low, high = wilson_interval(45, 50)
+    assert 0.78 < low < 0.79 and 0.95 < high < 0.96  # the Wilson score interval of 90 % over 50
+    assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(50, 50)[1] == 1.0
+    with pytest.raises(ValueError, match="longer than the goal offset"):
+        draw_pairs(reacher_goals, "reacher-easy", pairs=2, offset=7, seed=0)
+
+
+def test_the_simulator_as_model_reaches_held_out_goals_and_random_does_not(reacher_goals):
+    """The oracle row: the same planner with MuJoCo itself as the model and the true joint distance as cost."""
+    from lavid.planning.reaching import draw_pairs, qpos_success, start_envs
+    from lavid.planning.simulator_model import SimulatorAgent
+
+    pairs = draw_pairs(reacher_goals, "reacher-easy", pairs=4, offset=6, seed=0)
+    config = PlannerConfig(samples=100, elites=10, iterations=6, horizon=3)
+    low, high = np.array([-1.0, -1.0], np.float32), np.array([1.0, 1.0], np.float32)
+    envs = start_envs(pairs, action_repeat=4)
+    agent = SimulatorAgent(envs, pairs.goal_qpos, low, high, config, seed=0, receding=3)
+    planned = run_closed_loop(envs, agent, steps=9, progress=False)
+    assert len(agent.plan_seconds) == 3  # replanned every 3 executed steps
+    assert qpos_success(planned.qpos, pairs.goal_qpos).mean() >= 0.75
+    envs = start_envs(pairs, action_repeat=4)
+    random = run_closed_loop(envs, RandomAgent(low, high, 0), steps=9, progress=False)
+    assert np.abs(random.qpos[:, -1] - pairs.goal_qpos).max(-1).mean() > np.abs(
+        planned.qpos[:, -1] - pairs.goal_qpos).max(-1).mean()
+    with pytest.raises(ValueError, match="receding"):
+        SimulatorAgent(envs, pairs.goal_qpos, low, high, config, seed=0, receding=4)
+
+
+def test_cost_spearman_is_one_for_a_feature_that_is_the_joint_distance():
+    from lavid.planning.cost_ranking import cost_spearman, spearman
+
+    rng = np.random.default_rng(0)
+    qpos = rng.normal(size=(60, 2))
+    goals = rng.normal(size=(4, 2))
+    def as_frames(q):  # "images" of 2 channels, 1 pixel: the joint positions themselves
+        return q.astype(np.float32).reshape(-1, 2, 1, 1)
+
+    def encode(frames):  # [B, 1, 2, 1, 1] -> features [B, 1, 2]
+        return frames.float().flatten(2)
+
+    assert cost_spearman(encode, as_frames(qpos), qpos, as_frames(goals), goals) == pytest.approx(1.0)
+    noise = lambda frames: torch.randn(frames.shape[0], frames.shape[1], 4)  # noqa: E731
+    assert abs(cost_spearman(noise, as_frames(qpos), qpos, as_frames(goals), goals)) < 0.5
+    assert spearman(np.arange(5.0), -np.arange(5.0)) == pytest.approx(-1.0)
+
+
+def test_evals_plan_anchors_protocol_writes_the_issue_columns_and_reuses_rows(reacher_goals, tmp_path):
+    import csv
+
+    script, out = ROOT / "evals" / "plan.py", tmp_path / "anchors"
+    command = [sys.executable, str(script), "--task", "reacher-easy", "--out", str(out), "--train-data",
+               str(reacher_goals), "--methods", "oracle,replay,random", "--pairs", "3", "--seeds", "0,1",
+               "--goal-offset", "3", "--budget", "3", "--horizon", "2", "--receding", "2", "--samples", "16",
+               "--elites", "4", "--iterations", "2", "--heldout-episodes", "2", "--episode-len", "7", "--size", "32",
+               "--action-repeat", "4", "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(out / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:8] == ["method", "success_rate", "success_ci_low", "success_ci_high", "final_distance_mean",
+                                 "plan_seconds_mean", "labeled_transitions", "cost_spearman"]
+    by = {r["method"]: r for r in rows}
+    assert float(by["replay"]["success_rate"]) == 1.0 and float(by["replay"]["final_distance_mean"]) < 1e-6
+    assert int(by["oracle"]["trials"]) == 6 and float(by["oracle"]["plan_seconds_mean"]) > 0
+    assert by["oracle"]["cost_spearman"] == "" and by["random"]["labeled_transitions"] == "0"
+    assert float(by["random"]["success_ci_low"]) <= float(by["random"]["success_rate"]) <= float(
+        by["random"]["success_ci_high"])
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 6
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "seed 0: success" not in again.stdout  # finished rows reused
+    bad = subprocess.run(command[:6] + ["--methods", "oracle,teleport"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "teleport" in bad.stderr and "Traceback" not in bad.stderr

@@ -210,16 +210,26 @@ class SimEnv:
         self._timestep = self._env.reset()
         return self.proprio()
 
-    def step(self, action: np.ndarray) -> tuple[float, bool]:
-        """Apply ``action`` for ``action_repeat`` control steps; returns (summed reward, episode over)."""
+    def step(self, action: np.ndarray, trace: list | None = None) -> tuple[float, bool]:
+        """Apply ``action`` for ``action_repeat`` control steps; returns (summed reward, episode over).
+
+        ``trace``: when given, the joint positions ``qpos [Q]`` after every control step are appended to it
+        (a success criterion that holds "at any step" looks at each of them, not only at the stored ones).
+        """
         action = np.clip(np.asarray(action, dtype=np.float64), self.action_low, self.action_high)
         reward = 0.0
         for _ in range(self.action_repeat):
             self._timestep = self._env.step(action)
             reward += float(self._timestep.reward or 0.0)
+            if trace is not None:
+                trace.append(self.qpos())
             if self._timestep.last():
                 return reward, True
         return reward, False
+
+    def qpos(self) -> np.ndarray:
+        """The joint positions ``[Q]`` (radians for hinges; LeWorldModel's reacher success compares them)."""
+        return self.physics.data.qpos.astype(np.float64).copy()
 
     def render(self) -> np.ndarray:
         """``[3, size, size]`` uint8 image from the camera."""

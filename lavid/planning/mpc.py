@@ -3,9 +3,10 @@
 Every agent acts for ``E`` episodes at once (one call a step, batched over episodes); the simulators are
 stepped one after another. Agents:
 
-- :class:`PlanningAgent`: model-predictive control through a world model. Each step it encodes the last
+- :class:`PlanningAgent`: model-predictive control through a world model. It encodes the last
   ``context`` observed frames, plans ``H`` actions with CEM or MPPI against the distance between the
-  imagined state after ``H`` steps and the goal image's state, executes the first, and warm-starts the
+  imagined state after ``H`` steps and the goal image's state, executes the first ``receding`` of them
+  (1: replan every step; the anchors' protocol executes all 5 of a horizon-5 plan), and warm-starts the
   next plan from the rest.
 - :class:`RandomAgent`: uniform actions in the bounds. :class:`ReplayAgent`: a fixed action sequence
   (replaying the actions that reached a stored goal is the oracle).
@@ -15,6 +16,7 @@ Shapes: ``E`` episodes, ``T`` steps, ``A`` action entries, ``N`` tokens of ``D``
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -102,10 +104,13 @@ class PlanningAgent:
 
     def __init__(self, dynamics: ActionDynamics, goal_frames: torch.Tensor, low: np.ndarray, high: np.ndarray,
                  config: PlannerConfig, seed: int, context: int = 4, norm: Literal["l1", "l2"] = "l2",
-                 every_step: bool = False, chunk: int = 0, device: torch.device | str = "cpu") -> None:
+                 every_step: bool = False, chunk: int = 0, device: torch.device | str = "cpu",
+                 receding: int = 1) -> None:
         if context < 1:
             raise ValueError(f"context must be >= 1 step, got {context}")
         config.validate("planner")
+        check_receding(receding, config)
+        self.receding, self.queue, self.plan_seconds = receding, [], []
         self.dynamics, self.config, self.context, self.norm, self.every_step = dynamics, config, context, norm, every_step
         self.chunk = chunk
         self.device = torch.device(device)
@@ -118,25 +123,37 @@ class PlanningAgent:
 
     @torch.no_grad()
     def act(self, frames: torch.Tensor, actions: torch.Tensor) -> np.ndarray:
+        if self.queue:
+            return self.queue.pop(0)
+        start = time.perf_counter()
         states = self.dynamics.encode(frames[:, -self.context:].to(self.device))
         seen = states.shape[1] - 1
         executed = actions[:, actions.shape[1] - seen:] if seen else actions[:, :0]
         past = self.dynamics.observed_conditions(states, executed.to(self.device))
         cost = GoalCost(self.dynamics, states, past, self.goals, self.norm, self.every_step, self.chunk)
         result = plan(cost, self.low, self.high, self.config, self.generators, mean=self.mean)
-        self.mean = warm_start(result.mean, self.low, self.high)
+        self.mean = warm_start(result.mean, self.low, self.high, self.receding)
         self.last_cost = result.cost
-        return result.actions[:, 0].cpu().numpy()
+        self.queue = [result.actions[:, r].cpu().numpy() for r in range(self.receding)]
+        self.plan_seconds.append(time.perf_counter() - start)
+        return self.queue.pop(0)
+
+
+def check_receding(receding: int, config: PlannerConfig) -> None:
+    """Receding horizon: the planned actions executed before the next plan, ``1 <= receding <= horizon``."""
+    if not 1 <= receding <= config.horizon:
+        raise ValueError(f"receding must be in [1, horizon={config.horizon}], got {receding}")
 
 
 @dataclass
 class Episodes:
     """What happened: ``frames`` uint8 ``[E, T+1, 3, H, W]``, ``actions [E, T, A]``, ``effector [E, T+1, P]``
-    (:meth:`lavid.data.sim.SimEnv.effector` after each step; the first is the start)."""
+    (:meth:`lavid.data.sim.SimEnv.effector` after each step; the first is the start) and ``qpos``."""
 
     frames: np.ndarray
     actions: np.ndarray
     effector: np.ndarray
+    qpos: np.ndarray | None = None  # [E, T·R+1, Q] joint positions after every control step (R = action repeat)
 
 
 def run_closed_loop(envs: list, agent: Agent, steps: int, progress: bool = True, desc: str = "") -> Episodes:
@@ -146,6 +163,7 @@ def run_closed_loop(envs: list, agent: Agent, steps: int, progress: bool = True,
     frames = [np.stack([env.render() for env in envs])]
     effector = [np.stack([env.effector() for env in envs])]
     actions: list[np.ndarray] = []
+    traces = [[env.qpos()] for env in envs]
     over = [False] * len(envs)  # a finished episode stays where it ended (dm_control would reset it)
     for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
         seen = torch.from_numpy(np.stack(frames, axis=1))
@@ -156,8 +174,10 @@ def run_closed_loop(envs: list, agent: Agent, steps: int, progress: bool = True,
         action = np.clip(action, envs[0].action_low, envs[0].action_high)
         for i, (env, a) in enumerate(zip(envs, action)):
             if not over[i]:
-                over[i] = env.step(a)[1]
+                over[i] = env.step(a, trace=traces[i])[1]
         actions.append(action)
         frames.append(np.stack([env.render() for env in envs]))
         effector.append(np.stack([env.effector() for env in envs]))
-    return Episodes(np.stack(frames, axis=1), np.stack(actions, axis=1), np.stack(effector, axis=1))
+    length = 1 + steps * envs[0].action_repeat
+    qpos = np.stack([np.stack(t + t[-1:] * (length - len(t))) for t in traces])  # an ended episode stays put
+    return Episodes(np.stack(frames, axis=1), np.stack(actions, axis=1), np.stack(effector, axis=1), qpos)

@@ -173,12 +173,12 @@ def plan_looped(cost: CostFn, low: torch.Tensor, high: torch.Tensor, config: Pla
     return Plan(*(torch.cat([getattr(p, f.name) for p in plans]) for f in dataclasses.fields(Plan)))
 
 
-def warm_start(previous_mean: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """The start of the next replanning: ``previous_mean [E, H, A]`` shifted one step earlier (its first
-    step was executed), the new last step at the middle of the bounds ``[A]``. Returns ``[E, H, A]``."""
+def warm_start(previous_mean: torch.Tensor, low: torch.Tensor, high: torch.Tensor, executed: int = 1) -> torch.Tensor:
+    """The start of the next replanning: ``previous_mean [E, H, A]`` shifted ``executed`` steps earlier (those
+    were executed), the new last steps at the middle of the bounds ``[A]``. Returns ``[E, H, A]``."""
     low, high = _bounds(low, high)
-    middle = ((low + high) / 2).expand(previous_mean.shape[0], 1, low.shape[0])
-    return torch.cat([previous_mean[:, 1:], middle.to(previous_mean.dtype)], dim=1)
+    middle = ((low + high) / 2).expand(previous_mean.shape[0], executed, low.shape[0])
+    return torch.cat([previous_mean[:, executed:], middle.to(previous_mean.dtype)], dim=1)
 
 
 def _bounds(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,6 +28,7 @@ class GoalSet:
         start_frames, goal_frames: uint8 ``[E, 3, H, W]``.
         start_effector, goal_effector: ``[E, Q]`` (:meth:`SimEnv.effector`).
         oracle_actions: ``[E, G, A]`` the stored actions from start to goal (``G = goal_step``).
+        start_qpos, goal_qpos: ``[E, Q]`` the joint positions at the start and the goal.
     """
 
     task: str
@@ -41,6 +42,8 @@ class GoalSet:
     start_effector: np.ndarray
     goal_effector: np.ndarray
     oracle_actions: np.ndarray
+    start_qpos: np.ndarray | None = None
+    goal_qpos: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.start_physics.shape[0]
@@ -88,6 +91,84 @@ def load_goals(root: str | os.PathLike, task: str, episodes: int, goal_step: int
         start_effector=np.stack(starts), goal_effector=np.stack(goals),
         oracle_actions=np.stack([ep.actions[:goal_step] for ep in loaded]),
     )
+
+
+def draw_pairs(root: str | os.PathLike, task: str, pairs: int, offset: int, seed: int) -> GoalSet:
+    """``pairs`` start / goal pairs from the episodes of ``root``, the anchors' way (LeWorldModel, DINO-WM): an
+    episode and a start step drawn at random, the goal the stored step ``offset`` steps later in the same
+    episode. ``root`` should hold trajectories no model trained on (held-out episodes of the behaviour that
+    made the training data).
+
+    Args:
+        root: a trajectory dataset of ``task``. pairs: how many. offset: stored steps from start to goal.
+        seed: the draw's seed (the same seed gives the same pairs).
+
+    Raises:
+        ValueError: another task, or no episode longer than ``offset``.
+    """
+    table = episode_table(root)
+    tasks = sorted(set(table["task"]))
+    if tasks != [task]:
+        raise ValueError(f"goal dataset {root} holds {', '.join(tasks)}, not only {task}: goals must come from the "
+                         "task that is planned in")
+    if offset < 1 or pairs < 1:
+        raise ValueError(f"offset and pairs must be >= 1, got {offset} and {pairs}")
+    lengths = np.asarray(table["num_steps"], np.int64)
+    usable = np.flatnonzero(lengths > offset)
+    if usable.size == 0:
+        raise ValueError(f"no episode of {root} is longer than the goal offset {offset} (longest {lengths.max()})")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(usable, size=pairs, replace=True)
+    starts = [int(rng.integers(0, lengths[e] - offset)) for e in chosen]
+    loaded = {int(e): read_episode(root, int(e)) for e in sorted(set(chosen.tolist()))}
+    first = loaded[int(chosen[0])]
+    env = SimEnv(task, seed=0, size=first.frames.shape[-1], camera=first.camera)
+    effector, qpos = {"start": [], "goal": []}, {"start": [], "goal": []}
+    try:
+        for e, t in zip(chosen, starts):
+            ep = loaded[int(e)]
+            for which, step in (("start", t), ("goal", t + offset)):
+                env.restore(ep.physics[step], None if ep.target is None else ep.target[step])
+                effector[which].append(env.effector())
+                qpos[which].append(env.qpos())
+    finally:
+        env.close()
+    episodes = [loaded[int(e)] for e in chosen]
+    return GoalSet(
+        task=task, camera=first.camera, size=first.frames.shape[-1],
+        seeds=np.asarray([table["seed"][int(e)] for e in chosen], np.int64),
+        start_physics=np.stack([ep.physics[t] for ep, t in zip(episodes, starts)]),
+        targets=None if first.target is None else np.stack([ep.target[t] for ep, t in zip(episodes, starts)]),
+        start_frames=np.stack([ep.frames[t] for ep, t in zip(episodes, starts)]),
+        goal_frames=np.stack([ep.frames[t + offset] for ep, t in zip(episodes, starts)]),
+        start_effector=np.stack(effector["start"]), goal_effector=np.stack(effector["goal"]),
+        oracle_actions=np.stack([ep.actions[t:t + offset] for ep, t in zip(episodes, starts)]),
+        start_qpos=np.stack(qpos["start"]), goal_qpos=np.stack(qpos["goal"]),
+    )
+
+
+def qpos_success(trace: np.ndarray, goal_qpos: np.ndarray, threshold: float = 0.05) -> np.ndarray:
+    """LeWorldModel's reacher success (stable-worldmodel's ``qpos_match``): every joint within ``threshold``
+    radians of the goal's (unwrapped ``|qpos - goal|``, a max-norm over joints) at *any* step of the budget.
+
+    Args:
+        trace: ``[E, T, Q]`` joint positions after every control step (the start included).
+        goal_qpos: ``[E, Q]``.
+
+    Returns:
+        ``[E]`` bool.
+    """
+    return (np.abs(trace - goal_qpos[:, None]) < threshold).all(axis=-1).any(axis=-1)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95 % for ``z = 1.96``); ``(0, 1)`` with no trials."""
+    if trials == 0:
+        return 0.0, 1.0
+    rate = successes / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 def start_envs(goals: GoalSet, action_repeat: int) -> list[SimEnv]:
