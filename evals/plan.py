@@ -70,6 +70,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-data", default="", help="trajectory data of the task (default OUT/data, built)")
     parser.add_argument("--latent-runs", default="", help="comma-separated trained latent runs (skips training)")
     parser.add_argument("--action-run", default="", help="a trained model.condition=action run (skips training)")
+    parser.add_argument("--scale", default="",
+                        help="success against data and training: EPISODESxSTEPS,... (e.g. 200x1000,1000x5000), the "
+                             "anchors' protocol once per point, a table of them all in OUT/results.md")
     for field in dataclasses.fields(PlanPreset):  # every preset key is a flag; None: the preset's value
         kind = {int: int, float: float}.get(type(field.default), str)
         choices = None
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from lavid.core.config import ConfigError
     from lavid.data.clips import DatasetFormatError
     from lavid.data.sim import SimError, check_task
-    from lavid.experiments.planning import PlanSettings, run_planning
+    from lavid.experiments.planning import PlanSettings, parse_points, run_planning, run_scale
     from lavid.experiments.presets import load_preset
     from lavid.training.runs import RunError
 
@@ -99,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = PlanSettings(task=args.task, out=args.out, train_data=args.train_data,
                                 latent_runs=tuple(r for r in args.latent_runs.split(",") if r),
                                 action_run=args.action_run, progress=not args.no_progress)
-        results = run_planning(preset, settings)
+        if args.scale:
+            results = run_scale(preset, settings, parse_points(args.scale))
+        else:
+            results = run_planning(preset, settings)
     except (ValueError, SimError, RunError, ConfigError, DatasetFormatError, FileNotFoundError, RuntimeError) as error:
         return fail(error)
     print(f"results in {results.parent}/: results.md, results.csv, results.json, *.gif")

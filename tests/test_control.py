@@ -316,21 +316,54 @@ def test_the_simulator_as_model_reaches_held_out_goals_and_random_does_not(reach
         SimulatorAgent(envs, pairs.goal_qpos, low, high, config, seed=0, receding=4)
 
 
-def test_cost_spearman_is_one_for_a_feature_that_is_the_joint_distance():
-    from lavid.planning.cost_ranking import cost_spearman, spearman
+def test_the_feature_oracle_costs_the_rendered_end_state_against_the_goal_image(reacher_goals):
+    """feature_oracle: the simulator as the model, the features of the rendered end state as the cost."""
+    from lavid.planning.reaching import draw_pairs, start_envs
+    from lavid.planning.simulator_model import FeatureSimulatorCost, SimulatorAgent
+
+    pairs = draw_pairs(reacher_goals, "reacher-easy", pairs=2, offset=6, seed=0)
+    envs, shadows = start_envs(pairs, action_repeat=4), start_envs(pairs, action_repeat=4)
+    before = [env.qpos() for env in envs]
+    pixels = lambda frames: frames.float().flatten(2)  # noqa: E731  [B, 1, 3, H, W] -> [B, 1, 3·H·W]
+    goal_features = pixels(torch.from_numpy(pairs.goal_frames)[:, None])[:, 0]
+    cost = FeatureSimulatorCost(envs, shadows, goal_features, pixels)
+    stored = torch.from_numpy(pairs.oracle_actions).float()[:, None]  # [2, 1, 6, 2]: reaches the goal exactly
+    other = torch.rand(2, 2, 6, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    costs = cost(torch.cat([stored, other], dim=1), torch.arange(2))
+    assert costs.shape == (2, 3)
+    assert torch.all(costs[:, 0] == 0) and torch.all(costs[:, 1:] > 0)  # the goal image, rendered again
+    for env, qpos in zip(envs, before):
+        np.testing.assert_array_equal(env.qpos(), qpos)  # the episodes' simulators are only read
+    with pytest.raises(ValueError, match="last planned step"):
+        SimulatorAgent(envs, pairs.goal_qpos, np.full(2, -1.0), np.full(2, 1.0), PlannerConfig(horizon=2), seed=0,
+                       every_step=True, features=(shadows, goal_features, pixels))
+
+
+def test_cost_spearman_ranks_on_the_circle_within_the_goals_scene():
+    from lavid.planning.cost_ranking import angle_distance, cost_spearman, spearman
 
     rng = np.random.default_rng(0)
-    qpos = rng.normal(size=(60, 2))
-    goals = rng.normal(size=(4, 2))
-    def as_frames(q):  # "images" of 2 channels, 1 pixel: the joint positions themselves
-        return q.astype(np.float32).reshape(-1, 2, 1, 1)
+    angle = rng.uniform(-7, 7, size=(80, 1))  # a shoulder wound past ±π, as random-policy reacher episodes do
+    goals = rng.uniform(-7, 7, size=(4, 1))
+    def as_frames(q, scene=None):  # "images" of 3 channels, 1 pixel: the angle's point on the circle, a scene
+        scene = np.zeros(len(q)) if scene is None else scene
+        return np.concatenate([np.cos(q), np.sin(q), 10.0 * scene[:, None]], 1).astype(np.float32).reshape(-1, 3, 1, 1)
 
-    def encode(frames):  # [B, 1, 2, 1, 1] -> features [B, 1, 2]
+    def encode(frames):  # [B, 1, 3, 1, 1] -> features [B, 1, 3]
         return frames.float().flatten(2)
 
-    assert cost_spearman(encode, as_frames(qpos), qpos, as_frames(goals), goals) == pytest.approx(1.0)
+    # the chord distance grows with the wrapped angle: a perfect ranking, which raw angles would not see
+    assert cost_spearman(encode, as_frames(angle), angle, as_frames(goals), goals) == pytest.approx(1.0)
+    assert angle_distance(np.array([3.0]), np.array([-3.0])) == pytest.approx(2 * np.pi - 6.0)
+    # two scenes (reacher's target per episode) far apart in feature space: ranked within the goal's own
+    scene, goal_scene = np.arange(80) % 2, np.array([0, 1, 0, 1])
+    frames, goal_frames = as_frames(angle, scene), as_frames(goals, goal_scene)
+    assert cost_spearman(encode, frames, angle, goal_frames, goals, scene, goal_scene) == pytest.approx(1.0)
+    assert cost_spearman(encode, frames, angle, goal_frames, goals) < 0.7  # the other scene ranks as far
+    with pytest.raises(ValueError, match="groups"):
+        cost_spearman(encode, frames, angle, goal_frames, goals, scene, None)
     noise = lambda frames: torch.randn(frames.shape[0], frames.shape[1], 4)  # noqa: E731
-    assert abs(cost_spearman(noise, as_frames(qpos), qpos, as_frames(goals), goals)) < 0.5
+    assert abs(cost_spearman(noise, as_frames(angle), angle, as_frames(goals), goals)) < 0.5
     assert spearman(np.arange(5.0), -np.arange(5.0)) == pytest.approx(-1.0)
 
 
@@ -360,3 +393,18 @@ def test_evals_plan_anchors_protocol_writes_the_issue_columns_and_reuses_rows(re
     assert again.returncode == 0 and "seed 0: success" not in again.stdout  # finished rows reused
     bad = subprocess.run(command[:6] + ["--methods", "oracle,teleport"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "teleport" in bad.stderr and "Traceback" not in bad.stderr
+    for flag, says in (("2x", "EPISODESxSTEPS"), ("0x100", "EPISODESxSTEPS")):  # a bad scale sweep, before any work
+        bad = subprocess.run(command[:4] + ["--out", str(tmp_path / "scale"), "--scale", flag], capture_output=True,
+                             text=True, timeout=120)
+        assert bad.returncode == 2 and says in bad.stderr and not (tmp_path / "scale").exists()
+    clash = subprocess.run(command + ["--scale", "20x10"], capture_output=True, text=True, timeout=120)
+    assert clash.returncode == 2 and "--train-data" in clash.stderr
+
+
+def test_scale_points_parse():
+    from lavid.experiments.planning import parse_points
+
+    assert parse_points("200x1000, 1000x5000") == [(200, 1000), (1000, 5000)]
+    for bad in ("", "200", "200x", "x5", "2.5x3", "0x10"):
+        with pytest.raises(ConfigError, match="scale"):
+            parse_points(bad)

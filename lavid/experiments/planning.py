@@ -27,7 +27,10 @@ THRESHOLD = {"jaco-reach": 0.05, "reacher-easy": 0.02, "reacher-hard": 0.02}
 
 FIXED_METHODS = ("oracle", "replay", "random")
 """The anchors' protocol's rows that need no world model: the simulator as the planner's model with the true
-joint distance as cost (``oracle``), the stored actions from start to goal (``replay``), uniform actions."""
+joint distance as cost (``oracle``), the stored actions from start to goal (``replay``), uniform actions.
+``feature_oracle`` keeps the simulator as the model but costs by the action-conditioned world model's encoder
+(the features' distance between the rendered end state and the goal image): it separates a bad cost from bad
+dynamics, and renders every candidate, so it is slow (about 10 ms an image on 2 cores)."""
 
 
 @dataclass
@@ -48,7 +51,6 @@ class PlanPreset:
     heldout_episodes: int = 20
     size: int = 64
     success_qpos: float = 0.05
-    spearman_states: int = 500
     # the earlier protocol (and the training and planner settings both share)
     episodes: int = 16
     goal_steps: int = 20
@@ -84,10 +86,10 @@ class PlanPreset:
               f"must exceed goal-offset {self.goal_offset}, got {self.episode_len}")
         check(len(self.seeds) >= 1, "seeds", "needs at least one seed")
         check(self.success_qpos > 0, "success-qpos", f"must be > 0, got {self.success_qpos}")
-        unknown = [m for m in self.method_list() if m not in FIXED_METHODS and m != "action"
+        unknown = [m for m in self.method_list() if m not in FIXED_METHODS and m not in ("action", "feature_oracle")
                    and not m.startswith("latent_")]
-        check(not unknown, "methods", f"unknown {', '.join(unknown)}; choose from {', '.join(FIXED_METHODS)}, action, "
-                                      "latent_<family>")
+        check(not unknown, "methods", f"unknown {', '.join(unknown)}; choose from {', '.join(FIXED_METHODS)}, "
+                                      "feature_oracle, action, latent_<family>")
 
     def method_list(self) -> list[str]:
         return [m.strip() for m in self.methods.split(",") if m.strip()]
@@ -297,7 +299,8 @@ def run_goal_episodes(p: PlanPreset, s: PlanSettings) -> Path:
 
 
 def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: Path, action_dim: int, progress: bool):
-    """``(labeled transitions, dynamics)`` of ``action`` or ``latent_<family>`` (trained here when missing)."""
+    """``(labeled transitions, dynamics, run folder)`` of ``action`` or ``latent_<family>`` (trained here when
+    missing)."""
     from lavid.planning.dynamics import ActionDynamics
     from lavid.planning.fit_controller import count_transitions, split_episodes
     from lavid.training.runs import load_run
@@ -310,7 +313,7 @@ def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: Path, a
                               p.seed)
         loaded = load_run(run)
         train_episodes, _ = split_episodes(loaded.config.data.data, loaded.config.data.holdout_fraction)
-        return count_transitions(train_episodes), ActionDynamics(loaded.model, None, action_dim)
+        return count_transitions(train_episodes), ActionDynamics(loaded.model, None, action_dim), run
     family = method.removeprefix("latent_")
     extra = {e.partition(":")[0]: [o for o in e.partition(":")[2].split(";") if o]
              for e in p.families.split(",") if e}
@@ -318,7 +321,20 @@ def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: Path, a
     train_world_model(run, data, p.train_steps, [f"model.latent.family={family}", f"model.encoder.img_size={p.size}",
                                                  *extra.get(family, [])], p.seed)
     _, labels, dynamics = _controlled(p, run, action_dim, progress)
-    return labels, dynamics
+    return labels, dynamics, run
+
+
+def heldout_figures(run: Path) -> dict[str, float | str]:
+    """The run's last held-out evaluation: one-step error ÷ copy (``heldout_ratio``) and the condition's gain
+    (``latent_gain``: error with another clip's conditions ÷ with its own); empty when it never evaluated."""
+    last = {}
+    path = run / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if "eval/ratio" in row:
+                last = row
+    return {"heldout_ratio": last.get("eval/ratio", ""), "latent_gain": last.get("eval/latent_gain", "")}
 
 
 def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
@@ -362,15 +378,19 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
     states = None
     summaries = {}
     for method in p.method_list():
-        labels, dynamics, spearman = 0, None, ""
-        if method not in FIXED_METHODS:
-            labels, dynamics = _learned_dynamics(p, s, method, data, action_dim, s.progress)
+        labels, dynamics, spearman, figures = 0, None, "", {"heldout_ratio": "", "latent_gain": ""}
+        if method not in FIXED_METHODS:  # feature_oracle: the action-conditioned model's encoder as the cost
+            labels, dynamics, run = _learned_dynamics(p, s, "action" if method == "feature_oracle" else method, data,
+                                                      action_dim, s.progress)
+            figures = heldout_figures(run)
             if states is None:
-                states = heldout_states(heldout, p.spearman_states, nq, seed=p.seed)
-            spearman = cost_spearman(dynamics.encode, *states, pairs.goal_frames, pairs.goal_qpos)
-            print(f"{method}: cost Spearman {spearman:.3f} (feature distance vs joint distance, held-out states)",
-                  flush=True)
-        summaries[method] = {"labeled_transitions": labels, "cost_spearman": spearman}
+                states = heldout_states(heldout, nq)
+            frames, qpos, groups = states
+            spearman = cost_spearman(dynamics.encode, frames, qpos, pairs.goal_frames, pairs.goal_qpos, groups,
+                                     pairs.episodes)
+            print(f"{method}: cost Spearman {spearman:.3f} (feature distance vs wrapped joint distance, the goal's "
+                  "held-out episode)", flush=True)
+        summaries[method] = {"labeled_transitions": labels, "cost_spearman": spearman, **figures}
         for seed in p.seeds:
             if (method, seed) in done:
                 continue
@@ -379,6 +399,11 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
             if method == "oracle":
                 agent = SimulatorAgent(envs, pairs.goal_qpos, low, high, planner, seed, receding=p.receding,
                                        every_step=p.cost_steps == "every")
+            elif method == "feature_oracle":
+                shadows = start_envs(pairs, repeat)
+                goal_features = dynamics.encode(torch.from_numpy(pairs.goal_frames)[:, None])[:, 0]
+                agent = SimulatorAgent(envs, pairs.goal_qpos, low, high, planner, seed, receding=p.receding,
+                                       features=(shadows, goal_features, dynamics.encode))
             elif method == "replay":
                 agent = ReplayAgent(pairs.oracle_actions)
             elif method == "random":
@@ -387,7 +412,7 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
                 agent = PlanningAgent(dynamics, torch.from_numpy(pairs.goal_frames), low, high, planner, seed,
                                       context=p.context, every_step=p.cost_steps == "every", receding=p.receding)
             episodes = run_closed_loop(envs, agent, p.budget, progress=s.progress, desc=f"{method} seed {seed}")
-            for env in envs:
+            for env in envs + (shadows if method == "feature_oracle" else []):
                 env.close()
             if reacher:
                 success = qpos_success(episodes.qpos, pairs.goal_qpos, p.success_qpos)
@@ -417,8 +442,9 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
                       "delta_xyz_mean": float(np.mean([d for r in mine for d in r["delta_xyz"]])),
                       "plan_seconds_mean": float(np.mean(seconds)) if seconds else "",
                       "labeled_transitions": summaries[method]["labeled_transitions"],
-                      "cost_spearman": summaries[method]["cost_spearman"], "trials": trials,
-                      "seeds": len(mine)})
+                      "cost_spearman": summaries[method]["cost_spearman"],
+                      "heldout_ratio": summaries[method]["heldout_ratio"],
+                      "latent_gain": summaries[method]["latent_gain"], "trials": trials, "seeds": len(mine)})
     header = (f"{s.task}, the anchors' protocol: {p.pairs} start / goal pairs from {p.heldout_episodes} held-out "
               f"random-policy episodes (no model trained on them), goal {p.goal_offset} stored steps after the start "
               f"(action repeat {repeat}: {p.goal_offset * repeat} control steps), budget {p.budget} steps, "
@@ -428,12 +454,67 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
               f"steps at {size}×{size}, {p.train_steps} world-model steps.")
     text = markdown_table(
         ["method", "success (95 % CI)", "final distance (m)", "Δxyz (m)", "s a plan", "labeled transitions",
-         "cost Spearman", "trials"],
+         "cost Spearman", "held-out ÷ copy", "gain", "trials"],
         [[r["method"], f"{r['success_rate']:.2f} ({r['success_ci_low']:.2f}–{r['success_ci_high']:.2f})",
           f"{r['final_distance_mean']:.4f}", f"{r['delta_xyz_mean']:.4f}", cell(r["plan_seconds_mean"], "{:.2f}"),
-          r["labeled_transitions"], cell(r["cost_spearman"], "{:.3f}"), r["trials"]] for r in table])
+          r["labeled_transitions"], cell(r["cost_spearman"], "{:.3f}"), cell(r["heldout_ratio"], "{:.3f}"),
+          cell(r["latent_gain"], "{:.2f}"), r["trials"]] for r in table])
     paths = write_results(out, header + "\n\n" + text, table, {"setup": {**asdict(s), **asdict(p)}, "rows": table},
                           columns=CSV_COLUMNS)
+    print(header)
+    print(text)
+    return paths["md"]
+
+
+def parse_points(text: str) -> list[tuple[int, int]]:
+    """``"200x1000,1000x5000"`` -> ``[(200, 1000), (1000, 5000)]``: (training episodes, world-model steps)."""
+    points = []
+    for part in [t.strip() for t in text.split(",") if t.strip()]:
+        episodes, sep, steps = part.partition("x")
+        check(bool(sep) and episodes.isdigit() and steps.isdigit() and int(episodes) >= 1 and int(steps) >= 1,
+              "scale", f"each point is EPISODESxSTEPS with both >= 1 (e.g. 200x1000), got {part!r}")
+        points.append((int(episodes), int(steps)))
+    check(bool(points), "scale", "needs at least one EPISODESxSTEPS point")
+    return points
+
+
+def run_scale(p: PlanPreset, s: PlanSettings, points: list[tuple[int, int]]) -> Path:
+    """Success against data and training: the anchors' protocol once per (training episodes, world-model
+    steps) point, every point on the same held-out pairs and seeds. Point ``(E, S)`` runs in ``OUT/e{E}_s{S}``
+    (its own ``results.*``, resumable as any run); the ``E`` training episodes are built once into
+    ``OUT/data_e{E}`` and shared by every point that uses them. ``OUT/results.*`` holds one row per point and
+    method; returns the path of ``results.md``.
+    """
+    import dataclasses
+
+    if s.train_data or s.action_run or s.latent_runs:
+        raise ValueError("a scale sweep builds its own data and trains its own models: drop --train-data, "
+                         "--action-run and --latent-runs")
+    if p.protocol != "anchors":
+        raise ValueError("a scale sweep runs the anchors' protocol (--protocol anchors)")
+    out = Path(s.out)
+    rows = []
+    for episodes, steps in points:
+        data = out / f"data_e{episodes}"
+        build_data(data, s.task, episodes, p.episode_len, "random", p.seed, p.action_repeat, s.progress, p.size)
+        point = dataclasses.replace(p, train_episodes=episodes, train_steps=steps)
+        where = out / f"e{episodes}_s{steps}"
+        run_anchors(point, dataclasses.replace(s, out=str(where), train_data=str(data)))
+        for row in json.loads((where / "results.json").read_text())["rows"]:
+            rows.append({"train_episodes": episodes, "transitions": episodes * p.episode_len, "train_steps": steps,
+                         **row})
+    header = (f"{s.task}, success against data and training (the anchors' protocol, {p.pairs} pairs × seeds "
+              f"{p.seeds}, the same pairs at every point): training episodes of {p.episode_len} steps, world-model "
+              "steps. Each point's own table is in e<EPISODES>_s<STEPS>/results.md.")
+    text = markdown_table(
+        ["episodes", "transitions", "steps", "method", "success (95 % CI)", "final distance (m)", "cost Spearman",
+         "held-out ÷ copy", "gain", "s a plan"],
+        [[r["train_episodes"], f"{r['transitions']:,}", r["train_steps"], r["method"],
+          f"{r['success_rate']:.2f} ({r['success_ci_low']:.2f}–{r['success_ci_high']:.2f})",
+          f"{r['final_distance_mean']:.4f}", cell(r["cost_spearman"], "{:.3f}"), cell(r["heldout_ratio"], "{:.3f}"),
+          cell(r["latent_gain"], "{:.2f}"), cell(r["plan_seconds_mean"], "{:.1f}")] for r in rows])
+    paths = write_results(out, header + "\n\n" + text, rows, {"setup": {**asdict(s), **asdict(p)}, "rows": rows},
+                          columns=("train_episodes", "transitions", "train_steps", *CSV_COLUMNS))
     print(header)
     print(text)
     return paths["md"]

@@ -29,6 +29,7 @@ class GoalSet:
         start_effector, goal_effector: ``[E, Q]`` (:meth:`SimEnv.effector`).
         oracle_actions: ``[E, G, A]`` the stored actions from start to goal (``G = goal_step``).
         start_qpos, goal_qpos: ``[E, Q]`` the joint positions at the start and the goal.
+        episodes: ``[E]`` the index in the goal dataset of the episode each pair comes from.
     """
 
     task: str
@@ -44,6 +45,7 @@ class GoalSet:
     oracle_actions: np.ndarray
     start_qpos: np.ndarray | None = None
     goal_qpos: np.ndarray | None = None
+    episodes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.start_physics.shape[0]
@@ -143,7 +145,7 @@ def draw_pairs(root: str | os.PathLike, task: str, pairs: int, offset: int, seed
         goal_frames=np.stack([ep.frames[t + offset] for ep, t in zip(episodes, starts)]),
         start_effector=np.stack(effector["start"]), goal_effector=np.stack(effector["goal"]),
         oracle_actions=np.stack([ep.actions[t:t + offset] for ep, t in zip(episodes, starts)]),
-        start_qpos=np.stack(qpos["start"]), goal_qpos=np.stack(qpos["goal"]),
+        start_qpos=np.stack(qpos["start"]), goal_qpos=np.stack(qpos["goal"]), episodes=chosen.astype(np.int64),
     )
 
 

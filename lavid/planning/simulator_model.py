@@ -7,6 +7,12 @@ current state (``mujoco.rollout``: all candidates of an episode in one C call, n
 the true distance of the joint positions to the goal's. A task it cannot solve is beyond the planner or the
 budget, not the world model.
 
+:class:`FeatureSimulatorCost` keeps the simulator as the model but costs candidates the way a world model's
+planner does: it renders each candidate's end state and takes the learned encoder's feature distance to the
+goal image (the ``feature_oracle`` row: is the feature space a usable cost, with perfect dynamics?). It renders
+``E·K`` images per planner iteration (about 10 ms each at 64 px on this CPU's software OpenGL), so it is run
+on fewer pairs than the other rows.
+
 Shapes: ``E`` episodes, ``K`` candidates, ``H`` planned steps, ``A`` action entries, ``Q`` joint positions.
 """
 
@@ -61,6 +67,45 @@ class SimulatorCost:
         return torch.as_tensor(np.stack(costs), dtype=torch.float32)
 
 
+class FeatureSimulatorCost(SimulatorCost):
+    """``‖f(render(state_t+H)) − f(goal image)‖₂`` of each candidate, rolled out in the simulator.
+
+    Args:
+        envs: as :class:`SimulatorCost`.
+        shadows: one more :class:`lavid.data.sim.SimEnv` per episode, of the same task, seed and camera (the same
+            scene: reacher's target, Jaco's target), that this cost may move to render the candidates' states.
+        goal_features: ``[E, ...]`` the goal images' features.
+        encode: uint8 frames ``[B, 1, 3, H, W]`` -> features ``[B, 1, ...]``.
+        batch: images encoded per call.
+    """
+
+    def __init__(self, envs: list, shadows: list, goal_features: torch.Tensor, encode, batch: int = 300) -> None:
+        super().__init__(envs, np.zeros((len(envs), envs[0].physics.model.nq)))
+        self.shadows, self.goal_features, self.encode, self.batch = shadows, goal_features, encode, batch
+
+    @torch.no_grad()
+    def __call__(self, actions: torch.Tensor, episodes: torch.Tensor) -> torch.Tensor:
+        costs = []
+        for candidates, e in zip(actions.cpu().numpy().astype(np.float64), episodes.tolist()):
+            env, model, shadow = self.envs[e], self.models[e], self.shadows[e]
+            control = np.clip(candidates, env.action_low, env.action_high).repeat(env.action_repeat, axis=1)
+            start = np.tile(self.starts[e], (control.shape[0], 1))
+            states, _ = self._rollout(model, self.scratch[e], start, control)
+            final = states[:, -1, 1:1 + model.nq + model.nv]  # [K, Q + V] after the last control step
+            images = []
+            for state in final:
+                shadow.physics.data.qpos[:] = state[:model.nq]
+                shadow.physics.data.qvel[:] = state[model.nq:]
+                shadow.physics.forward()
+                images.append(shadow.render())
+            images = torch.from_numpy(np.stack(images))[:, None]  # [K, 1, 3, H, W]
+            features = torch.cat([self.encode(images[i:i + self.batch])[:, 0] for i in range(0, len(images),
+                                                                                               self.batch)])
+            difference = (features - self.goal_features[e]).flatten(1).float()
+            costs.append(difference.norm(dim=-1))
+        return torch.stack(costs)
+
+
 class SimulatorAgent:
     """Model-predictive control with the simulator as the model (:class:`SimulatorCost`).
 
@@ -70,10 +115,15 @@ class SimulatorAgent:
         low, high: ``[A]`` action bounds; config: the planner; seed: episode ``e`` plans with seed ``seed + e``.
         receding: planned steps executed before the next plan.
         every_step: see :class:`SimulatorCost`.
+        features: ``(shadows, goal_features, encode)`` to cost by the learned features of the rendered end
+            state instead (:class:`FeatureSimulatorCost`, last step only; ``goal_qpos`` is then unused).
     """
 
     def __init__(self, envs: list, goal_qpos: np.ndarray, low: np.ndarray, high: np.ndarray, config: PlannerConfig,
-                 seed: int, receding: int = 1, every_step: bool = False) -> None:
+                 seed: int, receding: int = 1, every_step: bool = False, features: tuple | None = None) -> None:
+        if features is not None and every_step:
+            raise ValueError("the feature oracle costs the last planned step only (cost_steps=last)")
+        self.features = features
         config.validate("planner")
         check_receding(receding, config)
         self.envs, self.goal_qpos, self.config, self.receding, self.every_step = envs, goal_qpos, config, receding, every_step
@@ -88,7 +138,8 @@ class SimulatorAgent:
         if self.queue:
             return self.queue.pop(0)
         start = time.perf_counter()
-        cost = SimulatorCost(self.envs, self.goal_qpos, self.every_step)
+        cost = (FeatureSimulatorCost(self.envs, *self.features) if self.features is not None
+                else SimulatorCost(self.envs, self.goal_qpos, self.every_step))
         result = plan(cost, self.low, self.high, self.config, self.generators, mean=self.mean)
         self.mean = warm_start(result.mean, self.low, self.high, self.receding)
         self.queue = [result.actions[:, r].numpy() for r in range(self.receding)]
