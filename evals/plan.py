@@ -53,6 +53,8 @@ HELP = {
     "families": "latent families to train and compare, each FAMILY[:KEY=VALUE;KEY=VALUE] (config overrides of "
                 "that run)",
     "labeled_fraction": "share of the training episodes whose actions the controllers see",
+    "controller_prediction": "weight of the controller's one-step prediction loss through the frozen world model "
+                             "(0: it only matches the IDM's latents)",
     "context": "observed steps the world model sees",
     "cost_steps": "cost the distance to the goal at every imagined step, or at the last one only (the reference "
                   "paper's)",

@@ -64,6 +64,36 @@ def test_the_attention_controller_uses_the_state_it_acts_in():
     assert errors["attention"] < 0.3 * errors["mlp"]
 
 
+def test_the_prediction_term_teaches_the_controller_what_the_world_model_needs():
+    """Latent targets that are pure noise, next states that a z = a·W explains: only the term through the
+    frozen world model can find the z that predicts them."""
+    torch.manual_seed(0)
+    model = LatentActionWorldModel(tiny_config()).eval()
+    with torch.no_grad():  # a trained predictor listens to z: its zero-initialised gates are not zero any more
+        for parameter in model.predictor.parameters():
+            if not parameter.any():
+                parameter.normal_(0, 0.3)
+    generator = torch.Generator().manual_seed(2)
+    actions = torch.rand(700, 3, generator=generator) * 2 - 1
+    states = torch.randn(700, 2, 1, 16, generator=generator)
+    with torch.no_grad():
+        following = model.predict(states[:, 1:], (actions @ torch.randn(3, 8, generator=generator))[:, None])[:, 0]
+    noise = torch.randn(700, 8, generator=generator)
+    data = Transitions(actions[:600], states[:600], noise[:600], following[:600])
+    errors = {}
+    for weight in (0.0, 20.0):
+        torch.manual_seed(0)
+        controller = Controller(ControllerConfig(variant="mlp", dim=32, depth=1), 3, 16, 1, 8)
+        fit(controller, data, ControllerTrainConfig(run="x", steps=300, batch_size=64, lr=3e-3, progress=False,
+                                                    prediction_weight=weight), model)
+        with torch.no_grad():
+            predicted = model.predict(states[600:, 1:], controller(actions[600:], states[600:])[:, None])[:, 0]
+            errors[weight] = float((predicted - following[600:]).pow(2).mean())
+    assert errors[20.0] < 0.5 * errors[0.0]
+    with pytest.raises(ValueError, match="world model"):
+        fit(controller, Transitions(actions, states, noise), ControllerTrainConfig(run="x", prediction_weight=1.0))
+
+
 def test_pairs_put_each_step_beside_the_one_before():
     states = torch.arange(3.0).view(1, 3, 1, 1)
     paired = pairs(states)

@@ -62,6 +62,7 @@ class PlanPreset:
     labeled_fraction: float = 0.1
     controller: Literal["attention", "mlp"] = "attention"
     controller_steps: int = 1500
+    controller_prediction: float = 0.0
     planner: Literal["cem", "mppi"] = "cem"
     samples: int = 128
     elites: int = 16
@@ -79,6 +80,8 @@ class PlanPreset:
         check(0 < self.labeled_fraction <= 1, "labeled-fraction", f"must be in (0, 1], got {self.labeled_fraction}")
         check(self.mpc_steps >= 0, "mpc-steps", f"must be >= 0, got {self.mpc_steps}")
         check(self.threshold >= 0, "threshold", f"must be >= 0, got {self.threshold}")
+        check(self.controller_prediction >= 0, "controller-prediction",
+              f"must be >= 0, got {self.controller_prediction}")
         for name in ("pairs", "goal_offset", "budget", "receding", "episode_len", "heldout_episodes", "size"):
             check(getattr(self, name) >= 1, name.replace("_", "-"), f"must be >= 1, got {getattr(self, name)}")
         check(self.receding <= self.horizon, "receding", f"must be <= horizon {self.horizon}, got {self.receding}")
@@ -165,12 +168,13 @@ def _controlled(p: PlanPreset, run: Path, action_dim: int, progress: bool):
     from lavid.planning.fit_controller import ControllerTrainConfig, load_controller, train_controller
     from lavid.training.runs import load_run
 
-    controller_dir = run / "controller"
+    controller_dir = run / ("controller" if not p.controller_prediction else
+                            f"controller_prediction{p.controller_prediction:g}")
     if not (controller_dir / "metrics.json").exists():
         train_controller(ControllerTrainConfig(
             run=str(run), out_dir=str(controller_dir), labeled_fraction=p.labeled_fraction,
             controller=ControllerConfig(variant=p.controller), steps=p.controller_steps, seed=p.seed,
-            progress=progress))
+            prediction_weight=p.controller_prediction, progress=progress))
     summary = json.loads((controller_dir / "metrics.json").read_text())
     controller, _ = load_controller(controller_dir)
     loaded = load_run(run)

@@ -3,7 +3,10 @@
 The world model and its IDM learned from every training clip without actions. The controller is the
 only part that sees actions, and only those of ``labeled_fraction`` of the training episodes (chosen by
 seed); its targets are the frozen IDM's latents of the same transitions, in eval mode (the noisy
-family's mean). Held-out episodes then say how well controller latents stand in for the IDM's:
+family's mean). With ``prediction_weight > 0`` it also learns through the frozen world model: the
+prediction from ``s_t`` and the controller's z should be ``s_t+1`` (what planning needs of z, whatever
+directions of z the predictor ignores). Held-out episodes then say how well controller latents stand in
+for the IDM's:
 
 - ``latent_r2``: R² of the controller's z against the IDM's z;
 - one-step prediction error with the controller's z ÷ with the IDM's z, and ÷ copying the last state;
@@ -52,6 +55,8 @@ class ControllerTrainConfig:
         out_dir: where the controller goes.
         labeled_fraction: share of the training episodes whose actions the controller may use, in (0, 1].
         steps, batch_size, lr, weight_decay: AdamW on L2 to the IDM's latents.
+        prediction_weight: weight of the world-model term: the one-step prediction error from ``s_t`` with the
+            controller's z, ÷ copying ``s_t`` (so 1 weighs it like the latent error ÷ the latents' variance).
         eval_frames: length of the held-out windows for the rollout comparison.
     """
 
@@ -64,6 +69,7 @@ class ControllerTrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    prediction_weight: float = 0.0
     eval_frames: int = 8
     seed: int = 0
     progress: bool = True
@@ -75,16 +81,19 @@ class ControllerTrainConfig:
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(self.prediction_weight >= 0, "prediction_weight", f"must be >= 0, got {self.prediction_weight}")
         check(self.eval_frames >= 2, "eval_frames", f"must be >= 2, got {self.eval_frames}")
 
 
 @dataclass
 class Transitions:
-    """Labeled transitions: ``actions [M, A]``, ``states [M, 2, N, D]`` (s_t−1, s_t), ``latents [M, C]`` (the IDM's z_t)."""
+    """Labeled transitions: ``actions [M, A]``, ``states [M, 2, N, D]`` (s_t−1, s_t), ``latents [M, C]`` (the IDM's
+    z_t) and ``following [M, N, D]`` (s_t+1; ``None`` when not collected)."""
 
     actions: torch.Tensor
     states: torch.Tensor
     latents: torch.Tensor
+    following: torch.Tensor | None = None
 
 
 def split_episodes(data: str, holdout_fraction: float) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
@@ -129,20 +138,30 @@ def collect_transitions(run: LoadedRun, episodes: list[tuple[str, int]], width: 
                         device: torch.device) -> Transitions:
     """Every transition of ``episodes`` with the IDM's latent, actions zero-padded to ``width`` entries (the
     largest action size of the data, so that a task without labeled episodes still fits the controller)."""
-    actions, states, latents = [], [], []
+    actions, states, latents, following = [], [], [], []
     for encoded, episode_actions in encoded_episodes(run, episodes, device):
         latent, _, _ = run.model.infer_latents(encoded[None])
         actions.append(episode_actions[:-1])
         states.append(pairs(encoded[None])[0, :-1])
         latents.append(latent[0])
+        following.append(encoded[1:])
     padded = [pad_actions(a, width) for a in actions]
-    return Transitions(torch.cat(padded), torch.cat(states), torch.cat(latents))
+    return Transitions(torch.cat(padded), torch.cat(states), torch.cat(latents), torch.cat(following))
 
 
-def fit(controller: Controller, data: Transitions, config: ControllerTrainConfig) -> list[float]:
-    """AdamW on ``|c(a, s) − z|²`` over shuffled mini-batches; returns the loss every 50 steps."""
+def fit(controller: Controller, data: Transitions, config: ControllerTrainConfig, model=None) -> list[float]:
+    """AdamW on ``|c(a, s) − z|²`` over shuffled mini-batches, plus, with ``config.prediction_weight > 0``,
+    ``w · var(z) · |f(s_t, c(a, s)) − s_t+1|² ÷ |s_t − s_t+1|²`` through the frozen world model ``model``;
+    returns the loss every 50 steps."""
     from tqdm.auto import tqdm
 
+    weight = config.prediction_weight
+    if weight > 0:
+        if model is None or data.following is None:
+            raise ValueError("prediction_weight > 0 needs the world model and the transitions' next states")
+        model.requires_grad_(False)
+        latent_variance = float((data.latents - data.latents.mean(0)).pow(2).mean())
+        copy_error = float((data.following - data.states[:, 1]).pow(2).mean())
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(controller.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
@@ -150,7 +169,12 @@ def fit(controller: Controller, data: Transitions, config: ControllerTrainConfig
     controller.train()
     for step in tqdm(range(config.steps), desc="controller", disable=not config.progress):
         index = torch.randint(count, (min(config.batch_size, count),), generator=generator).to(data.actions.device)
-        loss = (controller(data.actions[index], data.states[index]) - data.latents[index]).pow(2).mean()
+        latents = controller(data.actions[index], data.states[index])
+        loss = (latents - data.latents[index]).pow(2).mean()
+        if weight > 0:
+            predicted = model.predict(data.states[index, 1:], latents[:, None])[:, 0]
+            error = (predicted - data.following[index]).pow(2).mean()
+            loss = loss + weight * latent_variance * error / max(copy_error, 1e-12)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -229,7 +253,7 @@ def train_controller(config: ControllerTrainConfig, device: str | torch.device =
     all_transitions = count_transitions(train_episodes)
     controller = Controller(config.controller, action_dim, run.model.encoder.dim, run.model.encoder.num_tokens,
                             run.model.cond_dim).to(device)
-    losses = fit(controller, transitions, config)
+    losses = fit(controller, transitions, config, run.model)
     metrics = evaluate(run, controller, held_episodes, config.eval_frames, device)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
