@@ -113,6 +113,34 @@ def test_dynamics_reject_a_mismatched_action_size_and_a_missing_controller():
         ActionDynamics(latent_model, controller, action_dim=4)
 
 
+@pytest.mark.parametrize("condition", ["latent", "action"])
+@pytest.mark.parametrize("observed", [1, 3])
+def test_imagination_over_the_kv_cache_matches_rerunning_and_plans_the_same(condition, observed):
+    torch.manual_seed(0)
+    model = LatentActionWorldModel(tiny_config(condition=condition, action_dim=2)).eval()
+    with torch.no_grad():  # a predictor that listens to its conditions and history
+        for parameter in model.predictor.parameters():
+            parameter.add_(0.2 * torch.randn_like(parameter))
+    controller = None
+    if condition == "latent":
+        controller = Controller(ControllerConfig(dim=16, depth=1, num_heads=2), 2, 16, 1, model.cond_dim).eval()
+    cached, rerun = ActionDynamics(model, controller, 2), ActionDynamics(model, controller, 2, use_cache=False)
+    frames = torch.randint(0, 255, (2, observed, 3, 32, 32), dtype=torch.uint8)
+    states = cached.encode(frames)
+    past = cached.observed_conditions(states, torch.rand(2, observed - 1, 2))
+    actions = torch.rand(2, 4, 2) * 2 - 1
+    imagined = cached.imagine(states, past, actions)
+    torch.testing.assert_close(imagined, rerun.imagine(states, past, actions), rtol=1e-5, atol=1e-5)
+    assert imagined.shape == (2, 4, 1, 16) and not torch.allclose(imagined[:, 0], imagined[:, -1])
+    goals = cached.encode(torch.randint(0, 255, (2, 1, 3, 32, 32), dtype=torch.uint8))[:, 0]
+    low, high = -torch.ones(2), torch.ones(2)
+    for method in ("cem", "mppi"):
+        config = PlannerConfig(method=method, samples=24, elites=4, iterations=3, horizon=4)
+        plans = [plan(GoalCost(d, states, past, goals), low, high, config, seeded_generators(range(2)))
+                 for d in (cached, rerun)]
+        torch.testing.assert_close(plans[0].actions, plans[1].actions, rtol=1e-4, atol=1e-4)
+
+
 def test_the_goal_cost_of_a_batch_equals_the_cost_of_each_episode_alone():
     torch.manual_seed(0)
     model = LatentActionWorldModel(tiny_config()).eval()

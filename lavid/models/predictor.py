@@ -4,6 +4,12 @@ All tokens of all steps attend jointly under a block-causal mask (a token of ste
 The condition ``c_t`` of each step (a latent action, or a real action for an action-conditioned model)
 sets the shift, scale and gate of every block for that step's tokens. Gates and the output layer start
 at zero: every block is the identity at initialization and the first prediction is ŝ_t+1 = s_t.
+
+Because a step sees only itself and earlier steps, and its own condition, its keys and values in every
+block never change once computed. Imagination therefore decodes one step at a time with a
+:class:`KVCache` (the earlier steps' keys and values per block) instead of rerunning the whole growing
+sequence for every new step; :meth:`Predictor.rollout` does, and gives the same predictions to float
+tolerance.
 """
 
 from __future__ import annotations
@@ -48,6 +54,24 @@ def frame_causal_mask(steps: int, tokens: int, device: torch.device | None = Non
     return step_of[:, None] >= step_of[None, :]
 
 
+class KVCache:
+    """The keys and values of the steps a predictor has seen, per block: ``[B, heads, steps·N, head dim]``
+    each. ``steps`` counts them; the next call's steps take the time positions that follow."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+        self.steps = 0
+
+    def extend(self, block: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this call's keys and values of ``block``; returns all of them."""
+        if block in self.keys:
+            keys = torch.cat([self.keys[block], keys], dim=2)
+            values = torch.cat([self.values[block], values], dim=2)
+        self.keys[block], self.values[block] = keys, values
+        return keys, values
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -55,8 +79,11 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None = None,
+                block: int = 0) -> torch.Tensor:
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        if cache is not None:
+            k, v = cache.extend(block, k, v)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
@@ -74,11 +101,13 @@ class AdaLNBlock(nn.Module):
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor, tokens: int) -> torch.Tensor:
-        """x ``[B, S*N, D]``; cond ``[B, S, D]`` (one per step); mask ``[S*N, S*N]``."""
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None, tokens: int,
+                cache: KVCache | None = None, block: int = 0) -> torch.Tensor:
+        """x ``[B, S*N, D]``; cond ``[B, S, D]`` (one per step); mask ``[S*N, (P+S)*N]`` over the ``P`` cached
+        and the ``S`` new steps' tokens (``None``: every key)."""
         modulation = self.modulation(cond).repeat_interleave(tokens, dim=1)  # [B, S*N, 6D]
         shift1, scale1, gate1, shift2, scale2, gate2 = modulation.chunk(6, dim=-1)
-        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, mask)
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, mask, cache, block)
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
 
 
@@ -122,31 +151,43 @@ class Predictor(nn.Module):
             self._masks[key] = frame_causal_mask(steps, self.num_tokens, device)
         return self._masks[key]
 
-    def forward(self, states: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, states: torch.Tensor, cond: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """With a ``cache``, ``states`` are the steps that follow the cached ones (time positions
+        ``cache.steps ..``); they attend to the cached steps and the cache grows by them."""
         batch, steps, tokens, _ = states.shape
+        start = cache.steps if cache is not None else 0
         if tokens != self.num_tokens:
             raise ValueError(f"predictor built for {self.num_tokens} tokens per step, got {tokens}")
-        if steps > self.config.max_steps:
-            raise ValueError(f"{steps} steps exceed predictor.max_steps={self.config.max_steps}")
-        x = self.project(states) + self.space + self.time[:steps, None, :]
+        if start + steps > self.config.max_steps:
+            raise ValueError(f"{start + steps} steps exceed predictor.max_steps={self.config.max_steps}")
+        x = self.project(states) + self.space + self.time[start:start + steps, None, :]
         x = rearrange(x, "b s n d -> b (s n) d")
         c = self.cond_embed(cond)
-        mask = self.mask(steps, states.device)
-        for block in self.blocks:
-            x = block(x, c, mask, tokens)
+        if start == 0:
+            mask = self.mask(steps, states.device)
+        elif steps == 1:
+            mask = None  # one new step sees every cached step and all of its own tokens
+        else:
+            mask = frame_causal_mask(start + steps, tokens, states.device)[start * tokens:]
+        for index, block in enumerate(self.blocks):
+            x = block(x, c, mask, tokens, cache, index)
+        if cache is not None:
+            cache.steps += steps
         shift, scale = self.final_modulation(c).repeat_interleave(tokens, dim=1).chunk(2, dim=-1)
         out = self.head(self.norm(x) * (1 + scale) + shift)
         out = rearrange(out, "b (s n) d -> b s n d", s=steps)
         return states + out if self.config.predict_residual else out
 
     @torch.no_grad()
-    def rollout(self, context: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    def rollout(self, context: torch.Tensor, latents: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
         """Predict ``H`` future steps autoregressively.
 
         Args:
             context: ``[B, S0, N, D]`` observed steps.
             latents: ``[B, S0 - 1 + H, C]``: the conditions of the transitions inside the context, then
                 the ``H`` transitions to predict.
+            use_cache: decode one new step per call over a :class:`KVCache` (False: rerun the whole sequence
+                for every step, the way it was done before; kept for the benchmark and the equivalence test).
 
         Returns:
             ``[B, H, N, D]`` predicted steps ``S0 .. S0 + H - 1``.
@@ -155,7 +196,15 @@ class Predictor(nn.Module):
         horizon = latents.shape[1] - observed + 1
         if horizon < 1:
             raise ValueError(f"need at least {observed} latents for a context of {observed} steps")
-        states = context
+        if use_cache and observed + horizon - 1 <= self.config.max_steps:  # decode one step at a time over cached keys / values
+            cache = KVCache()
+            out = self.forward(context, latents[:, :observed], cache)[:, -1:]
+            predictions = [out]
+            for h in range(1, horizon):
+                out = self.forward(out, latents[:, observed + h - 1:observed + h], cache)
+                predictions.append(out)
+            return torch.cat(predictions, dim=1)
+        states = context  # longer than the position table: a sliding window, the whole window every step
         predictions = []
         for h in range(horizon):
             steps = states.shape[1]

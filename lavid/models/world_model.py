@@ -181,12 +181,13 @@ class LatentActionWorldModel(nn.Module):
         cond = transition_actions(actions[:, : steps * tubelet].to(states.dtype), tubelet)
         return cond, states.new_zeros(()), {}
 
-    def predict(self, states: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced: states ``[B, S-1, N, D]``, latents ``[B, S-1, C]`` -> ``[B, S-1, N, D]``."""
-        return self.predictor(states, latents)
+    def predict(self, states: torch.Tensor, latents: torch.Tensor, cache=None) -> torch.Tensor:
+        """Teacher-forced: states ``[B, S-1, N, D]``, latents ``[B, S-1, C]`` -> ``[B, S-1, N, D]``. With a
+        :class:`lavid.models.predictor.KVCache`, the states follow the cached ones (one step at a time)."""
+        return self.predictor(states, latents, cache)
 
-    def rollout(self, context: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        return self.predictor.rollout(context, latents)
+    def rollout(self, context: torch.Tensor, latents: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
+        return self.predictor.rollout(context, latents, use_cache)
 
     # ------------------------------------------------------------------ training
 

@@ -33,7 +33,8 @@ class ActionDynamics:
         action_dim: the entries of a real action the task has (``<=`` the model's or controller's).
     """
 
-    def __init__(self, model: LatentActionWorldModel, controller: Controller | None, action_dim: int) -> None:
+    def __init__(self, model: LatentActionWorldModel, controller: Controller | None, action_dim: int,
+                 use_cache: bool = True) -> None:
         if model.config.encoder.tubelet != 1 or model.frame_stride != 1:
             raise ValueError("planning needs a model with one frame a step (model.encoder.tubelet=1, "
                              "data.frame_stride=1)")
@@ -53,6 +54,7 @@ class ActionDynamics:
                              "another embodiment?")
         self.model, self.controller, self.action_dim = model, controller, action_dim
         self.max_steps = model.predictor.config.max_steps
+        self.use_cache = use_cache  # imagine one step per predictor call over cached keys / values
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -74,7 +76,20 @@ class ActionDynamics:
         predicted states ``[B, H, N, D]``."""
         if self.model.action_conditioned:
             future = pad_actions(actions.to(context.dtype), self.model.config.action_dim)
-            return self.model.rollout(context, torch.cat([past, future], dim=1))
+            return self.model.rollout(context, torch.cat([past, future], dim=1), self.use_cache)
+        if self.use_cache and context.shape[1] + actions.shape[1] - 1 <= self.max_steps:
+            from lavid.models.predictor import KVCache
+
+            previous = context[:, -2:-1] if context.shape[1] >= 2 else context[:, -1:]  # the first step: itself
+            cache, inputs, conditions, predictions = KVCache(), context, past, []
+            for h in range(actions.shape[1]):
+                last = inputs[:, -1:]
+                latent = self.controller(actions[:, h], torch.stack([previous, last], dim=2)[:, 0])[:, None]
+                conditions = torch.cat([conditions, latent], dim=1)
+                following = self.model.predict(inputs, conditions[:, cache.steps:], cache)[:, -1:]
+                predictions.append(following)
+                previous, inputs = last, following
+            return torch.cat(predictions, dim=1)
         states, conditions, predictions = context, past, []
         for h in range(actions.shape[1]):
             latent = self.controller(actions[:, h], pairs(states[:, -2:])[:, -1])[:, None]
