@@ -52,6 +52,7 @@ HELP = {
     "train_steps": "world-model training steps",
     "families": "latent families to train and compare, each FAMILY[:KEY=VALUE;KEY=VALUE] (config overrides of "
                 "that run)",
+    "train_overrides": "config overrides of every world model trained here, 'key=value;key=value'",
     "labeled_fraction": "share of the training episodes whose actions the controllers see",
     "controller_prediction": "weight of the controller's one-step prediction loss through the frozen world model "
                              "(0: it only matches the IDM's latents)",

@@ -59,6 +59,7 @@ class PlanPreset:
     action_repeat: int = 4
     train_steps: int = 1000
     families: str = "noisy:model.latent.beta=1e-4,discrete"
+    train_overrides: str = ""
     labeled_fraction: float = 0.1
     controller: Literal["attention", "mlp"] = "attention"
     controller_steps: int = 1500
@@ -93,6 +94,10 @@ class PlanPreset:
                    and not m.startswith("latent_")]
         check(not unknown, "methods", f"unknown {', '.join(unknown)}; choose from {', '.join(FIXED_METHODS)}, "
                                       "feature_oracle, action, latent_<family>")
+
+    def override_list(self) -> list[str]:
+        """``train_overrides`` (``key=value;key=value``) as config overrides of every world model."""
+        return [o.strip() for o in self.train_overrides.split(";") if o.strip()]
 
     def method_list(self) -> list[str]:
         return [m.strip() for m in self.methods.split(",") if m.strip()]
@@ -157,7 +162,8 @@ def _latent_runs(p: PlanPreset, s: PlanSettings, out: Path, data: Path) -> list[
         overrides = [o for o in extra.split(";") if o]
         name = "_".join([family] + [o.rpartition(".")[2].replace("=", "") for o in overrides])
         runs.append(out / "runs" / name)
-        train_world_model(runs[-1], data, p.train_steps, [f"model.latent.family={family}", *overrides], p.seed)
+        train_world_model(runs[-1], data, p.train_steps, [f"model.latent.family={family}", *overrides,
+                                                           *p.override_list()], p.seed)
     return runs
 
 
@@ -247,7 +253,7 @@ def run_goal_episodes(p: PlanPreset, s: PlanSettings) -> Path:
     latent_runs = _latent_runs(p, s, out, data)
     action_run = Path(s.action_run) if s.action_run else out / "runs" / "action"
     if not s.action_run:
-        train_world_model(action_run, data, p.train_steps, ["model.condition=action"], p.seed)
+        train_world_model(action_run, data, p.train_steps, ["model.condition=action", *p.override_list()], p.seed)
 
     env = SimEnv(goals.task, seed=0, size=8, camera=goals.camera)  # for the action bounds only
     low, high, action_dim = env.action_low, env.action_high, env.action_dim
@@ -313,7 +319,8 @@ def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: Path, a
     if method == "action":
         run = Path(s.action_run) if s.action_run else out / "runs" / "action"
         if not s.action_run:
-            train_world_model(run, data, p.train_steps, ["model.condition=action", f"model.encoder.img_size={p.size}"],
+            train_world_model(run, data, p.train_steps, ["model.condition=action", f"model.encoder.img_size={p.size}",
+                                                         *p.override_list()],
                               p.seed)
         loaded = load_run(run)
         train_episodes, _ = split_episodes(loaded.config.data.data, loaded.config.data.holdout_fraction)
@@ -323,6 +330,7 @@ def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: Path, a
              for e in p.families.split(",") if e}
     run = out / "runs" / method
     train_world_model(run, data, p.train_steps, [f"model.latent.family={family}", f"model.encoder.img_size={p.size}",
+                                                 *p.override_list(),
                                                  *extra.get(family, [])], p.seed)
     _, labels, dynamics = _controlled(p, run, action_dim, progress)
     return labels, dynamics, run
