@@ -108,6 +108,31 @@ def test_rollout_over_a_kv_cache_matches_rerunning_the_sequence(observed):
     assert short.rollout(states[:, :1].expand(3, 3, 4, 16), torch.randn(3, 6, 8)).shape == (3, 4, 4, 16)  # a window
 
 
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    torch.manual_seed(3)
+    plain = Predictor(PredictorConfig(dim=32, depth=2, num_heads=2), 16, 4, 8).double()
+    for p in plain.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    checkpointed = Predictor(PredictorConfig(dim=32, depth=2, num_heads=2, checkpoint_activations=True), 16, 4, 8)
+    checkpointed = checkpointed.double()
+    checkpointed.load_state_dict(plain.state_dict())
+    states, cond = torch.randn(2, 5, 4, 16, dtype=torch.float64), torch.randn(2, 5, 8, dtype=torch.float64)
+    losses, grads, calls = [], [], []
+    for model in (plain, checkpointed):
+        model.train()
+        count = []
+        for block in model.blocks:  # count the block's runs (forward hooks do not see the recomputation)
+            block.forward = lambda *args, run=block.forward, **kwargs: count.append(1) or run(*args, **kwargs)
+        loss = model(states, cond).pow(2).mean()
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        calls.append(len(count))
+    assert torch.allclose(losses[0], losses[1], atol=1e-12) and torch.allclose(grads[0], grads[1], atol=1e-10)
+    assert grads[0].abs().sum() > 0
+    assert calls == [2, 4]  # every checkpointed block ran again in the backward pass
+
+
 def test_noisy_kl_is_zero_at_the_prior_and_sampling_only_in_training():
     family = make_family(LatentConfig(family="noisy", dim=8, beta=1.0))
     raw = torch.zeros(5, 16)  # mean 0, log-variance 0

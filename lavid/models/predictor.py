@@ -31,6 +31,9 @@ class PredictorConfig:
         dim, depth, num_heads, mlp_ratio: transformer size.
         max_steps: longest sequence of steps (temporal position table).
         predict_residual: predict ŝ_t+1 − s_t (so the untrained model copies the last step).
+        checkpoint_activations: in training, keep only each block's input and recompute the block in the
+            backward pass (``torch.utils.checkpoint``): less activation memory for about a third more
+            compute; the same loss and gradients.
     """
 
     dim: int = 192
@@ -39,6 +42,7 @@ class PredictorConfig:
     mlp_ratio: float = 4.0
     max_steps: int = 64
     predict_residual: bool = True
+    checkpoint_activations: bool = False
 
     def validate(self, prefix: str = "") -> None:
         key = (prefix + ".") if prefix else ""
@@ -170,7 +174,12 @@ class Predictor(nn.Module):
         else:
             mask = frame_causal_mask(start + steps, tokens, states.device)[start * tokens:]
         for index, block in enumerate(self.blocks):
-            x = block(x, c, mask, tokens, cache, index)
+            if self.config.checkpoint_activations and self.training and cache is None and torch.is_grad_enabled():
+                from torch.utils.checkpoint import checkpoint
+
+                x = checkpoint(block, x, c, mask, tokens, use_reentrant=False)
+            else:
+                x = block(x, c, mask, tokens, cache, index)
         if cache is not None:
             cache.steps += steps
         shift, scale = self.final_modulation(c).repeat_interleave(tokens, dim=1).chunk(2, dim=-1)
