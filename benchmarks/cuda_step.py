@@ -58,8 +58,8 @@ def matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> flo
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
-def build(config_path: Path, device: torch.device):
-    config = load_config(TrainConfig, config_path, ["model.encoder.checkpoint=null"])
+def build(config_path: Path, device: torch.device, overrides: list[str] = ()):
+    config = load_config(TrainConfig, config_path, ["model.encoder.checkpoint=null", *overrides])
     torch.manual_seed(0)
     model = build_model(config).to(device).train()
     return config, model
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak")
     parser.add_argument("--device", default="cuda", help="cuda (default); cpu only checks that the script runs")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--overrides", nargs="*", default=[],
+                        help="config overrides of every size, e.g. model.predictor.checkpoint_activations=true")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("benchmarks/cuda_step.py needs a CUDA GPU (torch.cuda.is_available() is False)", file=sys.stderr)
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for size in args.sizes.split(","):
         path, default_batch = SIZES[size]
-        config, model = build(path, device)
+        config, model = build(path, device, args.overrides)
         batch = args.batch or default_batch
         frames, px = config.data.frames, config.model.encoder.img_size
         clips = torch.randint(0, 256, (batch, frames, 3, px, px), dtype=torch.uint8, device=device)
