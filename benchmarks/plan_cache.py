@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from benchmarks.planning import redraw_adaln_zero
 from lavid.core.cli import DEFAULT_CONFIG
 from lavid.core.config import load_config
 from lavid.models.world_model import LatentActionWorldModel
@@ -39,12 +40,7 @@ def dynamics_pair(kind: str, seed: int) -> tuple[ActionDynamics, ActionDynamics]
     overrides = ["model.condition=action", f"model.action_dim={ACTION_DIM}"] if kind == "action" else []
     config = load_config(TrainConfig, str(DEFAULT_CONFIG), overrides)
     torch.manual_seed(seed)
-    model = LatentActionWorldModel(config.model).eval()
-    generator = torch.Generator().manual_seed(seed)
-    predictor = model.predictor
-    for layer in [block.modulation[1] for block in predictor.blocks] + [predictor.final_modulation[1], predictor.head]:
-        for parameter in (layer.weight, layer.bias):
-            parameter.data.normal_(0.0, 0.02, generator=generator)
+    model = redraw_adaln_zero(LatentActionWorldModel(config.model).eval(), seed)
     controller = None
     if kind == "latent":
         controller = Controller(ControllerConfig(), ACTION_DIM, model.encoder.dim, model.encoder.num_tokens,

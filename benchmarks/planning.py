@@ -55,7 +55,12 @@ def world_model(config_path: str, seed: int) -> LatentActionWorldModel:
     """The config's model, action-conditioned, untrained, with its AdaLN-zero layers redrawn (see above)."""
     config = load_config(TrainConfig, config_path, ["model.condition=action", f"model.action_dim={ACTION_DIM}"])
     torch.manual_seed(seed)
-    model = LatentActionWorldModel(config.model).eval()
+    return redraw_adaln_zero(LatentActionWorldModel(config.model).eval(), seed)
+
+
+def redraw_adaln_zero(model: LatentActionWorldModel, seed: int) -> LatentActionWorldModel:
+    """Redraw the predictor's zero-initialized AdaLN and head layers from a seeded N(0, 0.02²), in place, so
+    that an untrained model's predictions depend on its conditions."""
     generator = torch.Generator().manual_seed(seed)
     predictor = model.predictor
     for layer in [block.modulation[1] for block in predictor.blocks] + [predictor.final_modulation[1], predictor.head]:
