@@ -542,10 +542,10 @@ def test_sigreg_is_small_for_gaussian_embeddings_and_large_for_collapsed_ones():
         sigreg(torch.randn(1, 4))
 
 
-def conv_config(sigreg: float, **model):
+def conv_config(sigreg: float, encoder_extra: dict | None = None, **model):
     return from_dict(ModelConfig, {**{k: dict(v) for k, v in TINY.items()}, **model, "encoder": {
         "arch": "conv", "mode": "e2e", "img_size": 32, "embed_dim": 32, "conv_channels": 8, "conv_hidden": 64,
-        "sigreg": sigreg}})
+        "sigreg": sigreg, **(encoder_extra or {})}})
 
 
 def test_conv_encoder_gives_one_vector_a_step_and_decodes_to_frames():
@@ -578,6 +578,52 @@ def test_end_to_end_encoder_collapses_without_sigreg_and_stays_spread_with_it():
             states = model.encode(moving_square_clips(8, seed=999))
         spread[weight] = states.flatten(0, 2).std(0).mean().item()
     assert spread[0.0] < 0.2 * spread[0.1], spread
+
+
+def test_sigreg_change_makes_features_that_are_static_within_a_clip_costly():
+    """The states' SIGReg is met by features that differ between clips but not within one; the change term is not."""
+    generator = torch.Generator().manual_seed(0)
+    per_clip = torch.randn(64, 1, 1, 16, generator=generator)
+    static = per_clip.expand(64, 6, 1, 16)  # [B, S, N, D]: one vector a clip, repeated at every step
+    walk = per_clip + torch.randn(64, 6, 1, 16, generator=generator).cumsum(1)  # changes ~ N(0, I)
+    losses = {}
+    for change in (0.0, 0.1):
+        model = LatentActionWorldModel(conv_config(0.1, encoder_extra={"sigreg_change": change}))
+        torch.manual_seed(0)
+        losses[change] = {name: model.spread_loss(x).item() for name, x in (("static", static), ("walk", walk))}
+    assert losses[0.1]["static"] - losses[0.0]["static"] > 3.0  # a constant change is far from N(0, I)
+    assert losses[0.1]["walk"] - losses[0.0]["walk"] < 0.5
+    assert losses[0.0]["static"] < 2.0  # without the term, static features cost little more than moving ones
+    with pytest.raises(ConfigError, match="encoder.sigreg_change"):
+        from_dict(ModelConfig, {"encoder": {"sigreg_change": -1.0}})
+
+
+def test_rollout_loss_scores_the_predictors_own_rollout_and_trains_through_it():
+    """model.rollout_loss: from the first rollout_context steps the predictor imagines the rest of the clip from its
+    own outputs; the term is that rollout's error, added to the loss with its weight, with gradients."""
+    torch.manual_seed(0)
+    model = LatentActionWorldModel(conv_config(0.1, latent={"family": "deterministic"}, rollout_loss=0.5,
+                                              rollout_context=2))
+    for block in model.predictor.blocks:  # AdaLN-zero starts as the identity: open it so rollouts differ from copies
+        torch.nn.init.normal_(block.modulation[1].weight, std=0.2)
+    torch.nn.init.normal_(model.predictor.head.weight, std=0.2)
+    clips = moving_square_clips(4, 6)
+    torch.manual_seed(1)
+    out = model(clips)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        states = model.encode(clips)
+        latents, _, _ = model.conditions(states)
+        expected = (model.predictor.rollout(states[:, :2], latents) - states[:, 2:]).abs().mean()
+    assert torch.allclose(out["rollout_loss"], expected, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(out["loss"], out["prediction_loss"] + out["latent_loss"] + out["sigreg"]
+                          + 0.5 * out["rollout_loss"], rtol=1e-5)
+    imagined = model.predictor.imagine(states[:, :2], latents)
+    imagined.abs().mean().backward()
+    assert model.predictor.blocks[0].attn.qkv.weight.grad.abs().sum() > 0  # imagine keeps gradients
+    assert "rollout_loss" not in LatentActionWorldModel(conv_config(0.1))(clips)
+    with pytest.raises(ConfigError, match="rollout_context"):
+        conv_config(0.1, rollout_context=0)
 
 
 def test_an_idm_that_sees_the_change_tells_small_changes_apart():

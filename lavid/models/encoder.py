@@ -48,6 +48,10 @@ class EncoderConfig:
         ema_momentum: EMA decay of the target encoder per optimizer step.
         sigreg: weight of the SIGReg term (``e2e``); the statistic is scaled per frame, not per token.
         sigreg_directions: random projections per SIGReg evaluation.
+        sigreg_change: weight of a second SIGReg term on the within-clip changes ``s_t+1 − s_t`` (``e2e``). The
+            states' SIGReg alone is met by features that differ between episodes but not within one (reacher's
+            target, drawn once an episode), and then copying predicts perfectly: a static collapse. This term
+            makes that state costly; 0 turns it off.
         random_shift: training clips are shifted by up to this many pixels (DrQ's augmentation,
             :mod:`lavid.data.augment`; one shift per clip); 0 turns it off. Evaluation never shifts.
         checkpoint: local weights file, or ``None`` for random initialization.
@@ -70,6 +74,7 @@ class EncoderConfig:
     ema_momentum: float = 0.996
     sigreg: float = 0.1
     sigreg_directions: int = 256
+    sigreg_change: float = 0.0
     random_shift: int = 0
     checkpoint: str | None = None
     checkpoint_layout: Literal["auto", "timm", "vjepa2", "dinov2"] = "auto"
@@ -87,6 +92,7 @@ class EncoderConfig:
         check(0.0 <= self.ema_momentum < 1.0, f"{key}ema_momentum", "must be in [0, 1)")
         check(self.sigreg >= 0.0, f"{key}sigreg", f"must be >= 0, got {self.sigreg}")
         check(self.sigreg_directions >= 1, f"{key}sigreg_directions", "must be >= 1")
+        check(self.sigreg_change >= 0.0, f"{key}sigreg_change", f"must be >= 0, got {self.sigreg_change}")
         check(0 <= self.random_shift < self.img_size // 2, f"{key}random_shift",
               f"must be in [0, img_size / 2), got {self.random_shift}")
         if self.arch == "conv":

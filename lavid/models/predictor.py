@@ -189,7 +189,7 @@ class Predictor(nn.Module):
 
     @torch.no_grad()
     def rollout(self, context: torch.Tensor, latents: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
-        """Predict ``H`` future steps autoregressively.
+        """Predict ``H`` future steps autoregressively, without gradients (:meth:`imagine` with them).
 
         Args:
             context: ``[B, S0, N, D]`` observed steps.
@@ -201,6 +201,10 @@ class Predictor(nn.Module):
         Returns:
             ``[B, H, N, D]`` predicted steps ``S0 .. S0 + H - 1``.
         """
+        return self.imagine(context, latents, use_cache)
+
+    def imagine(self, context: torch.Tensor, latents: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
+        """:meth:`rollout` with gradients where they are enabled (a training loss on the model's own rollouts)."""
         observed = context.shape[1]
         horizon = latents.shape[1] - observed + 1
         if horizon < 1:

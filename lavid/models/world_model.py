@@ -8,6 +8,7 @@ For a clip of T frames (S = T / k steps):
     z_t, L_z = family(raw_t)                  [B, S-1, C]
     ŝ_t+1 = p(s_0..t, z_0..t)                 [B, S-1, N, D]   (teacher forcing, one pass)
     loss = mean |ŝ_t+1 − s_t+1| + L_z  (+ λ · SIGReg(f(frames)) / N in ``e2e`` mode)
+           (+ λ_r · mean |s̃_t − s_t| over a rollout s̃ from the first steps, with ``rollout_loss`` > 0)
 
 Encoder modes: ``frozen`` (targets are the features), ``ema`` (targets from a slowly moving copy, no
 gradient) and ``e2e`` (LeWM-style: the encoder is trained through both the prediction and its target,
@@ -51,6 +52,11 @@ class ModelConfig:
         action_dim: entries of one frame's action after zero-padding (``condition=action``); 0 is auto:
             lavid/train.py sets it to the largest action size among the training sources before it
             builds the model, and writes the resolved value to the run's ``config.yaml``.
+        rollout_loss: weight of a second prediction loss on the model's own autoregressive rollout: from the
+            clip's first ``rollout_context`` steps, the predictor imagines every later step from its own
+            outputs (with the clip's conditions), as a planner does, and each is compared with its target.
+            Teacher forcing alone never trains on the predictor's own errors; 0 turns it off.
+        rollout_context: observed steps the training rollout starts from (the planner's ``context``).
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -60,10 +66,14 @@ class ModelConfig:
     loss: Literal["l1", "mse"] = "l1"
     condition: Literal["latent", "action"] = "latent"
     action_dim: int = 0
+    rollout_loss: float = 0.0
+    rollout_context: int = 2
 
     def validate(self, prefix: str = "") -> None:
         key = (prefix + ".") if prefix else ""
         check(self.action_dim >= 0, f"{key}action_dim", f"must be >= 0 (0: from the data), got {self.action_dim}")
+        check(self.rollout_loss >= 0.0, f"{key}rollout_loss", f"must be >= 0, got {self.rollout_loss}")
+        check(self.rollout_context >= 1, f"{key}rollout_context", f"must be >= 1, got {self.rollout_context}")
 
 
 class LatentActionWorldModel(nn.Module):
@@ -131,23 +141,21 @@ class LatentActionWorldModel(nn.Module):
         return (tokens if self.end_to_end else F.layer_norm(tokens, tokens.shape[-1:])), tokens
 
     def spread_loss(self, raw: torch.Tensor) -> torch.Tensor:
-        """λ · SIGReg of raw encoder tokens ``[B, S, N, D]``, divided by N so that it is scaled per frame.
+        """λ · SIGReg of raw encoder tokens ``[B, S, N, D]``, divided by N so that it is scaled per frame, plus
+        λ_change · SIGReg of their within-clip changes ``raw[:, 1:] − raw[:, :-1]`` when ``sigreg_change > 0``.
 
         With several processes the statistic is taken over every process's tokens (gathered with their
         gradients), so it does not depend on how the global batch is split. The random directions come
         from the global torch RNG, which ``set_seed`` makes the same on every process (and checkpoints save).
         """
-        from lavid.models.sigreg import sigreg
-
         config = self.config.encoder
-        tokens = raw.flatten(0, 2)
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            from torch.distributed.nn.functional import all_gather
-
-            tokens = torch.cat(all_gather(tokens))
-        statistic = sigreg(tokens, config.sigreg_directions)
-        return config.sigreg * statistic / raw.shape[2]
+        loss = raw.new_zeros(())
+        if config.sigreg > 0:
+            loss = loss + config.sigreg * _gathered_sigreg(raw.flatten(0, 2), config.sigreg_directions)
+        if config.sigreg_change > 0 and raw.shape[1] > 1:
+            changes = (raw[:, 1:] - raw[:, :-1]).flatten(0, 2)
+            loss = loss + config.sigreg_change * _gathered_sigreg(changes, config.sigreg_directions)
+        return loss / raw.shape[2]
 
     def infer_latents(self, states: torch.Tensor, generator: torch.Generator | None = None):
         """``[B, S, N, D]`` -> ``(z [B, S-1, C], L_z, stats)`` for every transition."""
@@ -207,7 +215,8 @@ class LatentActionWorldModel(nn.Module):
             states, raw = self._encode(frames)
             if self.end_to_end:  # the target is trained too (no stop-gradient): SIGReg keeps it from collapsing
                 targets = states
-                spread = self.spread_loss(raw) if self.config.encoder.sigreg > 0 else None
+                regularized = self.config.encoder.sigreg > 0 or self.config.encoder.sigreg_change > 0
+                spread = self.spread_loss(raw) if regularized else None
             else:
                 targets = self.encode(frames, target=True) if self.target_encoder is not None else states.detach()
         else:
@@ -217,11 +226,18 @@ class LatentActionWorldModel(nn.Module):
         latents, latent_loss, stats = self.conditions(states, actions, generator)
         predictions = self.predict(states[:, :-1], latents)
         error = predictions - (targets[:, 1:] if self.end_to_end else targets[:, 1:].detach())
-        prediction_loss = error.abs().mean() if self.config.loss == "l1" else error.pow(2).mean()
+        prediction_loss = self._distance(error)
+        extra, rollout_term = {}, 0.0
+        context = self.config.rollout_context
+        if self.config.rollout_loss > 0 and states.shape[1] > context + 1:
+            imagined = self.predictor.imagine(states[:, :context], latents)  # steps context .. S-1
+            goal = targets[:, context:] if self.end_to_end else targets[:, context:].detach()
+            rollout_loss = self._distance(imagined - goal)
+            rollout_term = self.config.rollout_loss * rollout_loss
+            extra["rollout_loss"] = rollout_loss.detach()
         with torch.no_grad():  # both sides from the target encoder: online states would flatter it in EMA mode
             copy_error = (targets[:, :-1] - targets[:, 1:]).abs().mean()
-        loss = prediction_loss + latent_loss
-        extra = {}
+        loss = prediction_loss + latent_loss + rollout_term
         if spread is not None:
             loss = loss + spread
             extra["sigreg"] = spread.detach()
@@ -234,6 +250,10 @@ class LatentActionWorldModel(nn.Module):
             "copy_baseline": copy_error,
             **{f"latent/{k}": v for k, v in stats.items()},
         }
+
+    def _distance(self, error: torch.Tensor) -> torch.Tensor:
+        """The training loss of a prediction error: its mean absolute (``l1``) or squared (``mse``) entry."""
+        return error.abs().mean() if self.config.loss == "l1" else error.pow(2).mean()
 
     def set_progress(self, fraction: float) -> None:
         """The share of training done, ``[0, 1]``, for the latent family's schedules (the KL warm-up)."""
@@ -255,3 +275,15 @@ class LatentActionWorldModel(nn.Module):
 
         return {"encoder": count(self.encoder), "idm": count(self.idm), "latent": count(self.family),
                 "predictor": count(self.predictor)}
+
+
+def _gathered_sigreg(tokens: torch.Tensor, directions: int) -> torch.Tensor:
+    """SIGReg of ``[M, D]`` tokens, over every process's tokens when several run (gathered with gradients)."""
+    from lavid.models.sigreg import sigreg
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        from torch.distributed.nn.functional import all_gather
+
+        tokens = torch.cat(all_gather(tokens))
+    return sigreg(tokens, directions)
