@@ -17,9 +17,16 @@ dimensions, as the latent probe does):
 - ``pose (as probed), t-1 to t+1``: the same with the step before (``idm.input=history``);
 - ``raw pose, t-1 to t+1``: the pose entries as stored (angles unwrapped where the simulator reports
   them so): how much of the gap to the observation is the sine/cosine geometry of the picture;
-- ``pose (as probed), t and t+1, MLP``: a small MLP instead of the ridge on the two-step pose. z is a
-  learned function of the two frames, not the pose itself, so the linear rows bound a linear readout of
-  pose-like features; this row is what any function of the two poses can give (on these few episodes).
+- ``pose (as probed), t and t+1, MLP``: a small MLP instead of the ridge on the two-step pose
+  (:func:`lavid.metrics.probe.mlp_probe`: early-stopped on the last part of the training transitions,
+  seeded). z is a learned function of the two frames, not the pose itself, so the linear rows bound a
+  linear readout of pose-like features; this row is what any function of the two poses can give (on these
+  few episodes).
+
+The training run's action probe and the ablation's latent evals report the two pose-at-t-and-t+1 rows
+(ridge and MLP) beside the probes from z, on their own clips (``probe/ceiling``, ``probe/ceiling_mlp``:
+:func:`lavid.metrics.latent_evals.probe_metrics`); this script is the same on whole episodes, with the
+other inputs beside them.
 """
 
 from __future__ import annotations
@@ -33,28 +40,6 @@ import torch
 INPUTS = ("observation, t and t+1", "pose (as probed), t and t+1", "pose (as probed), t-1 to t+1",
           "raw pose, t-1 to t+1")
 MLP = "pose (as probed), t and t+1, MLP"
-
-
-def mlp_probe(x, y, x_test, y_test, steps: int = 400, seed: int = 0) -> float:
-    """R² (mean over action dimensions) of a 2×256 GELU MLP fit on standardized ``x`` -> ``y`` with AdamW."""
-    from lavid.metrics.probe import r2_scores
-
-    torch.manual_seed(seed)
-    x, x_test, y, y_test = x.float(), x_test.float(), y.float(), y_test.float()
-    y_mean, y_std = y.mean(0), y.std(0) + 1e-6
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.GELU(), torch.nn.Linear(256, 256),
-                              torch.nn.GELU(), torch.nn.Linear(256, y.shape[1]))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(len(x), (256,), generator=generator)
-        loss = (net(x[idx]) - (y[idx] - y_mean) / y_std).pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        scores = r2_scores(net(x_test) * y_std + y_mean, y_test)
-    return float(scores[~torch.isnan(scores)].mean())
 
 
 def transitions(state: torch.Tensor, action: torch.Tensor, task: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -82,7 +67,7 @@ def ceiling(paths: list[str], holdout: float) -> dict[str, dict[str, float]]:
     import datasets
 
     from lavid.data.clips import ClipDataset, read_rows, split_by_episode
-    from lavid.metrics.probe import linear_probe
+    from lavid.metrics.probe import linear_probe, mlp_probe
 
     per_task: dict[str, dict[bool, dict[str, list]]] = {}
     for path in paths:
@@ -114,7 +99,7 @@ def ceiling(paths: list[str], holdout: float) -> dict[str, dict[str, float]]:
             mean, std = x.mean(0), x.std(0) + 1e-6
             row[kind] = linear_probe((x - mean) / std, y, (x_test - mean) / std, y_test)["r2_mean"]
             if kind == INPUTS[1]:
-                row[MLP] = mlp_probe((x - mean) / std, y, (x_test - mean) / std, y_test)
+                row[MLP] = mlp_probe(x, y, x_test, y_test)["r2_mean"]
         row["episodes"] = (len(sides[False][INPUTS[0]]), len(sides[True][INPUTS[0]]))
         out[task] = row
     return out

@@ -49,9 +49,14 @@ def main(argv: list[str] | None = None) -> int:
                   + ", ".join(f"{task} {r2:.2f}" for task, r2 in probes.items()) + f" ({out}/state_probe.md)")
         actions = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("probe/action_z/")}
         if actions:
-            change = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("probe/action_change/")}
-            print("action probe, held-out R² of the true action from z (from the feature change): "
-                  + ", ".join(f"{task} {r2:.2f} ({change[task]:.2f})" for task, r2 in actions.items())
+            def value(kind: str, task: str) -> str:
+                number = metrics.get(f"probe/action_{kind}/{task}")
+                return "–" if number is None else f"{number:.2f}"
+
+            print("action probe, held-out R² of the true action from z, linear [its ceiling from the true poses] / "
+                  "MLP [its ceiling] (linear from the feature change): "
+                  + ", ".join(f"{task} {value('z', task)} [{value('ceiling', task)}] / {value('z_mlp', task)} "
+                              f"[{value('ceiling_mlp', task)}] ({value('change', task)})" for task in actions)
                   + f" ({out}/action_probe.md)")
         print(f"results in {out}/: metrics.jsonl, config.yaml, checkpoints/ (latest: {summary['checkpoint']}), "
               f"rollouts/*.png|gif, tensorboard/ (tensorboard --logdir {out}/tensorboard)")

@@ -11,7 +11,7 @@ from torch import nn
 from lavid.core.config import load_config
 from lavid.metrics import leakage, transfer
 from lavid.metrics.image_metrics import load_lpips, psnr, ssim
-from lavid.metrics.probe import linear_probe, transition_actions
+from lavid.metrics.probe import linear_probe, mlp_probe, transition_actions
 from lavid.metrics.sampling import has_sampler, sample_metrics, sampled_rollouts
 from lavid.models.decoder import DecoderConfig, DecoderError, load_decoder, make_decoder, save_decoder
 from lavid.models.world_model import LatentActionWorldModel
@@ -135,6 +135,102 @@ def test_probe_r2_near_one_on_a_linear_map_of_the_action_and_near_zero_on_noise(
     noise = torch.randn(400, 16, generator=g)
     unrelated = linear_probe(noise[:300], actions[:300], noise[300:], actions[300:])
     assert unrelated["r2_mean"] < 0.1
+
+
+def test_mlp_probe_reads_a_nonlinear_map_of_the_latent_that_the_linear_probe_misses():
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(600, 6, generator=g)
+    actions = torch.stack([torch.sin(2 * latents[:, 0]), latents[:, 1] * latents[:, 2]], dim=1)
+    linear = linear_probe(latents[:450], actions[:450], latents[450:], actions[450:])
+    mlp = mlp_probe(latents[:450], actions[:450], latents[450:], actions[450:])
+    assert linear["r2_mean"] < 0.2  # no linear trace of either target
+    assert mlp["r2_mean"] > 0.8 and len(mlp["r2"]) == 2 and 0 < mlp["steps"] <= 600
+
+
+def test_mlp_probe_is_near_zero_on_noise_and_the_same_for_the_same_seed():
+    g = torch.Generator().manual_seed(1)
+    noise, actions = torch.randn(400, 8, generator=g), torch.randn(400, 3, generator=g)
+    unrelated = mlp_probe(noise[:300], actions[:300], noise[300:], actions[300:])
+    assert unrelated["r2_mean"] < 0.1  # early stopping keeps it from memorizing the noise
+    # a fit that trains: the same seed gives the same weights and scores, and leaves the global RNG alone
+    target = torch.stack([noise[:, 0].abs(), noise[:, 1] * noise[:, 2]], dim=1)
+    state = torch.get_rng_state()
+    first = mlp_probe(noise[:300], target[:300], noise[300:], target[300:], max_steps=100, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert first["steps"] > 0 and first["r2_mean"] > 0.2
+    assert mlp_probe(noise[:300], target[:300], noise[300:], target[300:], max_steps=100, seed=3) == first
+    with pytest.raises(ValueError, match="MLP probe needs >= 5 training"):
+        mlp_probe(noise[:4], actions[:4], noise[300:], actions[300:])
+
+
+def _reacher_clips(count: int, seed: int, states: bool = True):
+    """Clips of random frames whose stored reacher states turn two hinge angles by the clip's actions."""
+    from lavid.data.eval_data import EvalClips
+
+    g = torch.Generator().manual_seed(seed)
+    start = (torch.rand(count, 1, 2, generator=g) * 2 - 1) * math.pi
+    angles = start + (torch.rand(count, 4, 2, generator=g) - 0.5).cumsum(1)  # [clip, frame, joint]
+    state = torch.cat([angles, torch.randn(count, 4, 4, generator=g)], dim=2).double()  # position, to_target, velocity
+    actions = torch.cat([angles[:, 1:] - angles[:, :-1], torch.zeros(count, 1, 2)], dim=1)  # frame t: t -> t+1
+    frames = (torch.rand(count, 4, 3, 32, 32, generator=g) * 255).to(torch.uint8)
+    return EvalClips(frames, torch.arange(count) + 1000 * seed, ["reacher-easy"] * count, list(actions),
+                     list(state) if states else [])
+
+
+def test_action_probes_report_linear_and_mlp_beside_their_ceilings_from_the_true_poses(monkeypatch):
+    """The angle turned is not linear in the sine and cosine a picture shows (reacher's case): the linear
+    ceiling from the true poses stays near 0 where the MLP's reaches 1, so z's R² reads against each."""
+    import lavid.metrics.state_probe as state_probe
+    from lavid.metrics.latent_evals import encode_clips, format_action_probe, probe_metrics
+
+    # reacher's observation layout, without starting the simulator
+    monkeypatch.setattr(state_probe, "observation_layout",
+                        lambda task: (("position", 0, 2), ("to_target", 2, 4), ("velocity", 4, 6)))
+    model = tiny_model()
+    train, heldout = _reacher_clips(120, 0), _reacher_clips(40, 1)
+    train_states, heldout_states = encode_clips(model, train.frames)[0], encode_clips(model, heldout.frames)[0]
+    result = probe_metrics(model, train, train_states, heldout, heldout_states, tubelet=1)
+    for kind in ("r2", "r2_mlp", "ceiling", "ceiling_mlp"):
+        assert result[f"probe/{kind}/reacher-easy"] == result[f"probe/{kind}_mean"] <= 1, kind
+    assert result["probe/ceiling/reacher-easy"] < 0.2 and result["probe/ceiling_mlp/reacher-easy"] > 0.8
+    assert result["probe/r2_mlp/reacher-easy"] < 0.5  # z of random frames knows nothing of the angles
+
+    # without stored states: the probes from z, and no ceiling
+    no_states = probe_metrics(model, _reacher_clips(120, 0, states=False), train_states,
+                              _reacher_clips(40, 1, states=False), heldout_states, tubelet=1)
+    assert set(no_states) == {"probe/r2/reacher-easy", "probe/r2_mean", "probe/r2_mlp/reacher-easy", "probe/r2_mlp_mean"}
+
+    # the training run's table: each z probe next to its ceiling, a dash where there is none, a mean row
+    table = format_action_probe({"reacher-easy": {"z": 0.1, "z_mlp": 0.3, "change": 0.2, "ceiling": 0.0,
+                                                  "ceiling_mlp": 0.99, "train": 360, "heldout": 120},
+                                 "cartpole-swingup": {"z": 0.5, "change": 0.4, "train": 9, "heldout": 3}})
+    lines = table.splitlines()
+    assert "R² from z, linear | linear ceiling (true poses t, t+1) | R² from z, MLP | MLP ceiling" in lines[0]
+    assert lines[2] == "| reacher-easy | 360 / 120 | 0.100 | 0.000 | 0.300 | 0.990 | 0.200 |"
+    assert lines[3] == "| cartpole-swingup | 9 / 3 | 0.500 | – | – | – | 0.400 |"
+    assert lines[4] == "| mean | | 0.300 | 0.000 | 0.300 | 0.990 | 0.300 |"
+
+
+def test_ablation_table_shows_each_action_probe_next_to_its_ceiling(tmp_path):
+    from lavid.experiments.ablation_report import write_report
+
+    probes = {"probe/r2/reacher-easy": 0.1, "probe/r2_mlp/reacher-easy": 0.4, "probe/ceiling/reacher-easy": 0.02,
+              "probe/ceiling_mlp/reacher-easy": 0.74, "probe/r2_mean": 0.1, "probe/r2_mlp_mean": 0.4,
+              "probe/ceiling_mean": 0.02, "probe/ceiling_mlp_mean": 0.74}
+    rows = [{"run": "noisy-beta_0.001", "family": "noisy", "coefficient": "beta", "value": "0.001", "status": "done",
+             "error/one_step": 0.1, "error/copy": 0.2, **probes},
+            {"run": "deterministic", "family": "deterministic", "coefficient": "", "value": "", "status": "failed",
+             "error": "boom"}]
+    write_report(rows, tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    header, _, first = text.split("\n\n")[2].splitlines()[:3]
+    assert ("| probe R², linear | linear ceiling (true poses) | probe R², MLP | MLP ceiling (true poses) |"
+            in header)
+    assert "| 0.100 | 0.020 | 0.400 | 0.740 |" in first
+    assert "## Action probes per task" in text
+    assert "| run | reacher-easy, linear [ceiling] | reacher-easy, MLP [ceiling] |" in text
+    assert "| noisy-beta_0.001 | 0.100 [0.020] | 0.400 [0.740] |" in text
+    assert "| deterministic |" not in text.split("## Action probes per task")[1]  # no probe, no line
 
 
 def test_transition_actions_group_the_frames_of_each_step():

@@ -233,8 +233,11 @@ def evaluate_run(spec: RunSpec, paths: SweepPaths, budget: Budget, clips: dict, 
     if "heldout" not in clips:
         from lavid.data.eval_data import load_split
 
-        clips["heldout"] = load_split(loaded.config.data, "heldout", budget.eval_clips, seed=loaded.config.seed)
-        clips["train"] = load_split(loaded.config.data, "train", budget.probe_clips, seed=loaded.config.seed)
+        # with the stored states (where the data has them): the action probes' ceilings read the true poses
+        clips["heldout"] = load_split(loaded.config.data, "heldout", budget.eval_clips, seed=loaded.config.seed,
+                                      states=True)
+        clips["train"] = load_split(loaded.config.data, "train", budget.probe_clips, seed=loaded.config.seed,
+                                    states=True)
     decoder = decoder_factory(loaded.model, loaded.config, loaded.run_dir)
     metrics = evaluate_latents(loaded.model, clips["heldout"], loaded.config.rollout_horizon, train=clips["train"],
                                decoder=decoder, lpips=lpips, seed=loaded.config.seed)

@@ -1,5 +1,6 @@
-"""The ablation's outputs: ``results.md`` (one table, like the paper's), ``results.csv``, ``results.json`` and
-plots (one-step error vs capacity per family, leakage ratios, transfer ratios, probe R²)."""
+"""The ablation's outputs: ``results.md`` (one table, like the paper's, and the action probes per task),
+``results.csv``, ``results.json`` and plots (one-step error vs capacity per family, leakage ratios, transfer
+ratios, probe R²)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,42 @@ COLUMNS = [  # (key, header, format)
     ("leak/ratio", "leakage ratio (cut / no cut)", "{:.2f}"),
     ("leak/cut_over_copy", "at cut / copy at cut", "{:.3f}"),
     ("transfer/ratio", "cycle transfer ratio", "{:.3f}"),
-    ("probe/r2_mean", "probe R²", "{:.3f}"),
+    ("probe/r2_mean", "probe R², linear", "{:.3f}"),
+    ("probe/ceiling_mean", "linear ceiling (true poses)", "{:.3f}"),
+    ("probe/r2_mlp_mean", "probe R², MLP", "{:.3f}"),
+    ("probe/ceiling_mlp_mean", "MLP ceiling (true poses)", "{:.3f}"),
     ("pixel/psnr", "PSNR (dB)", "{:.2f}"),
     ("pixel/ssim", "SSIM", "{:.3f}"),
     ("pixel/lpips", "LPIPS", "{:.3f}"),
     ("sample/error_best", "sampled best-of-4", "{:.4f}"),
     ("sample/spread", "sample spread", "{:.4f}"),
 ]
+
+
+PROBES = (("r2", "ceiling", "linear"), ("r2_mlp", "ceiling_mlp", "MLP"))
+"""The action probes of the per-task table: (key of the probe from z, key of its ceiling, name); the keys are
+:func:`lavid.metrics.latent_evals.probe_metrics`' ``probe/{key}/{task}``."""
+
+
+def probe_table(rows: list[dict[str, Any]]) -> str:
+    """The action probes per task as a Markdown table (empty when no row has one): one line per run, per
+    task and probe (linear, MLP) the held-out R² from z with its ceiling from the true poses in brackets."""
+    tasks = sorted({key.split("/", 2)[2] for row in rows for key in row
+                    if key.startswith(("probe/r2/", "probe/r2_mlp/"))})
+    if not tasks:
+        return ""
+    headers = ["run", *(f"{task}, {name} [ceiling]" for task in tasks for _, _, name in PROBES)]
+    lines = []
+    for row in rows:
+        if not any(f"probe/{probe}/{task}" in row for task in tasks for probe, _, _ in PROBES):
+            continue
+        cells = [row["run"]]
+        for task in tasks:
+            for probe, ceiling, _ in PROBES:
+                cells.append(f"{cell(row.get(f'probe/{probe}/{task}'), '{:.3f}')} "
+                             f"[{cell(row.get(f'probe/{ceiling}/{task}'), '{:.3f}')}]")
+        lines.append(cells)
+    return markdown_table(headers, lines) if lines else ""
 
 
 def write_report(rows: list[dict[str, Any]], out: str | Path, budget_name: str = "") -> dict[str, Path]:
@@ -39,12 +69,18 @@ def write_report(rows: list[dict[str, Any]], out: str | Path, budget_name: str =
              "Leakage ratio near 1 means the latent leaks the future (paper: "
              "×2.0–×2.5); at cut / copy at cut below 1 means the latent passes part of the jump to the other "
              "clip, 1 none of it; transfer ratio near 1 means latents keep their meaning in another video (paper: "
-             "×1.03–×1.34). PSNR/SSIM are of decoded one-step predictions.\n\n")
+             "×1.03–×1.34). PSNR/SSIM are of decoded one-step predictions. The action probes give the held-out "
+             "R² of the true action from z, linear (ridge) and through a small MLP, each next to its ceiling: the "
+             "same probe from the true poses at t and t+1 of the same transitions (where the data stores "
+             "simulator states), so read the R² as a fraction of its ceiling, not of 1.\n\n")
     table = markdown_table(
         ["run", "family", "coefficient", *(h for _, h, _ in columns), "status"],
         [[row["run"], row["family"], f"{row['coefficient']}={row['value']}" if row.get("coefficient") else "–",
           *(cell(row.get(k), f) for k, _, f in columns),
           row["status"] if row["status"] != "failed" else f"failed: {row.get('error', '')}"] for row in rows])
+    probes = probe_table(rows)
+    if probes:
+        table += "\n\n## Action probes per task\n\nHeld-out R² from z [its ceiling from the true poses at t and t+1].\n\n" + probes
     keys = ["run", "family", "coefficient", "value", "status", "error"]
     keys += sorted({k for row in rows for k in row} - set(keys))
     paths = write_results(out, intro + table, rows, columns=keys)

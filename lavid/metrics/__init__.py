@@ -3,7 +3,7 @@
 Takes in: trained models and runs (:mod:`lavid.training`) and held-out clips (:mod:`lavid.data`).
 Gives out: numbers, tables and pictures: the latent evals (prediction errors, leakage of the next frame
 into the latent, cycle transfer between videos, sampled rollouts, pixel metrics; :func:`evaluate_latents`),
-linear probes of the true action from the latent (:func:`action_probe`) and of the simulator's pose from
+linear and MLP probes of the true action from the latent (:func:`action_probe`) and of the simulator's pose from
 the encoder (:func:`probe_model`) and the probes run right after training (:func:`probe_after_training`). The ablation sweep that
 runs these over many trainings lives one stage up, in :mod:`lavid.experiments`.
 
@@ -16,7 +16,7 @@ from lavid.core.lazy import lazy_exports
 
 _EXPORTS = {  # module: the names it exports here
     "lavid.metrics.latent_evals": ("evaluate_latents", "action_probe"),
-    "lavid.metrics.probe": ("linear_probe",),
+    "lavid.metrics.probe": ("linear_probe", "mlp_probe"),
     "lavid.metrics.state_probe": ("probe_model",),
     "lavid.metrics.training_probes": ("probe_after_training",),
 }

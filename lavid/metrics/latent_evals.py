@@ -4,7 +4,10 @@ Representation-space errors (mean L1, the training loss's space): one-step with 
 baseline, rollouts; the scene-cut leakage test; cycle-consistency transfer; rollouts from sampled
 latents. With a pixel decoder: PSNR / SSIM (and LPIPS when available) of decoded one-step predictions
 against the true frames, next to the decoder's own reconstruction quality (the ceiling). With real
-actions: the linear probe's R², per task (action spaces differ between tasks) and averaged.
+actions: the action probes' R², linear and MLP, per task (action spaces differ between tasks) and averaged,
+each beside its ceiling: the same probe from the true poses at both ends of the same transitions, where
+the clips store simulator states (a linear readout of two poses explains only about 0.3 of the DMControl
+actions, so a probe's R² reads as a fraction of its ceiling, not of 1).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from lavid.data.actions import transition_actions
 from lavid.data.eval_data import EvalClips
 from lavid.metrics import leakage, transfer
 from lavid.metrics.image_metrics import psnr, ssim
-from lavid.metrics.probe import linear_probe
+from lavid.metrics.probe import MLP_MIN_TRAIN, linear_probe, mlp_probe
 from lavid.metrics.sampling import has_sampler, sample_metrics, sampled_rollouts
 from lavid.training.evaluation import transition_errors
 
@@ -146,15 +149,83 @@ def pixel_metrics(model, decoder, frames: torch.Tensor, states: torch.Tensor, ta
     return {key: value / count for key, value in sums.items()}
 
 
-def _by_task(clips: EvalClips, tubelet: int, *per_transition: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
-    """Per task, over the clips that have actions: each of ``per_transition`` (``[B, S-1, F]``) as
-    ``[M, F]``, then the transitions' actions ``[M, A]``."""
+def _by_task(clips: EvalClips, tubelet: int, *per_transition) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Per task, over the clips that have actions: each of ``per_transition`` (``[B, S-1, F]``, or a list
+    of ``B`` per-clip ``[S-1, F]`` or ``None``; clips with a ``None`` are left out) as ``[M, F]``, then the
+    transitions' actions ``[M, A]``."""
     grouped: dict[str, list[tuple[torch.Tensor, ...]]] = {}
     for i, actions in enumerate(clips.actions):
-        if actions is not None and clips.tasks[i]:
-            grouped.setdefault(clips.tasks[i], []).append(
-                (*(values[i] for values in per_transition), transition_actions(actions[None], tubelet)[0]))
+        values = [per_clip[i] for per_clip in per_transition]
+        if actions is not None and clips.tasks[i] and all(v is not None for v in values):
+            grouped.setdefault(clips.tasks[i], []).append((*values, transition_actions(actions[None], tubelet)[0]))
     return {task: tuple(torch.cat(parts) for parts in zip(*rows)) for task, rows in grouped.items()}
+
+
+def transition_poses(clips: EvalClips, tubelet: int) -> list[torch.Tensor | None]:
+    """Per clip: the true pose at both ends of each step transition, ``[S-1, 2P]`` (the state probe's pose
+    targets, :func:`lavid.metrics.state_probe.pose_targets`, of the stored state at each step's first
+    frame: step ``s``'s and step ``s+1``'s, side by side), or ``None`` where the clip stores no state or
+    its task's pose layout cannot be read (no simulator here, or a state of the wrong length: logged once
+    per task)."""
+    from lavid.metrics.state_probe import StateProbeError, pose_groups, pose_targets
+
+    out: list[torch.Tensor | None] = []
+    failed: set[str] = set()
+    for i, task in enumerate(clips.tasks):
+        state = clips.state(i)
+        if state is None or not task or task in failed:
+            out.append(None)
+            continue
+        try:
+            groups = pose_groups(task, state.shape[1])
+        except StateProbeError as error:
+            log.warning("action probe ceiling of %s skipped: %s", task, error)
+            failed.add(task)
+            out.append(None)
+            continue
+        steps = state.shape[0] // tubelet
+        pose = pose_targets(task, groups, state[: steps * tubelet : tubelet].double())
+        out.append(torch.cat([pose[:-1], pose[1:]], dim=1))
+    return out
+
+
+def poses_and_actions(clips: EvalClips, tubelet: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per task: ``(poses at t and t+1 [M, 2P], actions [M, A])`` of every transition of the clips that have
+    actions and stored states (:func:`transition_poses`); empty when no clip has states."""
+    if not any(state is not None for state in clips.states):
+        return {}
+    return _by_task(clips, tubelet, transition_poses(clips, tubelet))
+
+
+def action_ceilings(fit: dict[str, tuple[torch.Tensor, torch.Tensor]], test: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                    transitions: dict[str, tuple[int, int]], seed: int = 0) -> dict[str, dict[str, float]]:
+    """What the true poses show of the action: per task, the linear and the MLP probe from the pose at
+    t and t+1 to the action, fit on the training clips' transitions and scored on the held-out ones'.
+
+    Args:
+        fit, test: :func:`poses_and_actions` of the training and the held-out clips.
+        transitions: per task, ``(training, held-out)`` transitions of the latent probes the ceilings go
+            with; a task is scored only when its poses cover exactly as many (the same transitions).
+
+    Returns:
+        ``{task: {"linear": R², "mlp": R²}}`` (``"mlp"`` only with >= :data:`MLP_MIN_TRAIN` training
+        transitions); empty where the clips store no states.
+    """
+    out = {}
+    for task in sorted(set(fit) & set(test) & set(transitions)):
+        (x, actions), (x_test, actions_test) = fit[task], test[task]
+        if (len(x), len(x_test)) != tuple(transitions[task]) or len(x) < 2:
+            continue
+        out[task] = {"linear": linear_probe(x, actions, x_test, actions_test)["r2_mean"]}
+        if len(x) >= MLP_MIN_TRAIN:
+            out[task]["mlp"] = mlp_probe(x, actions, x_test, actions_test, seed=seed)["r2_mean"]
+    return out
+
+
+def _mean(values) -> float | None:
+    """The mean of the finite ``values`` (``None`` when there is none)."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else None
 
 
 def _latents_and_actions(model, clips: EvalClips, states: torch.Tensor, tubelet: int):
@@ -162,39 +233,70 @@ def _latents_and_actions(model, clips: EvalClips, states: torch.Tensor, tubelet:
     return _by_task(clips, tubelet, model.infer_latents(states)[0].cpu())
 
 
+PROBE_KINDS = ("r2", "r2_mlp", "ceiling", "ceiling_mlp")
+"""The action probes :func:`probe_metrics` reports: linear and MLP from z, and each one's ceiling."""
+
+
 @torch.no_grad()
 def probe_metrics(model, train: EvalClips, train_states: torch.Tensor, heldout: EvalClips,
-                  heldout_states: torch.Tensor, tubelet: int) -> dict[str, Any]:
-    """Linear probe latent -> real action per task; ``probe/r2_mean`` averages the tasks."""
+                  heldout_states: torch.Tensor, tubelet: int, seed: int = 0) -> dict[str, Any]:
+    """Probes latent z -> real action per task, fit on ``train``'s transitions and scored on ``heldout``'s.
+
+    Keys, per task and averaged over the tasks that have them (``..._mean``):
+
+    - ``probe/r2/{task}``: the linear probe (:func:`lavid.metrics.probe.linear_probe`); ``probe/r2_mean``;
+    - ``probe/r2_mlp/{task}``: the MLP probe (:func:`lavid.metrics.probe.mlp_probe`, seeded with ``seed``);
+      ``probe/r2_mlp_mean``;
+    - ``probe/ceiling/{task}``, ``probe/ceiling_mlp/{task}``: the same two probes from the true poses at t
+      and t+1 of the same transitions instead of z (:func:`action_ceilings`; only where both splits'
+      clips store simulator states, ``load_split(..., states=True)``); ``probe/ceiling_mean``,
+      ``probe/ceiling_mlp_mean``.
+    """
     if model.idm is None:
         return {}
     fit = _latents_and_actions(model, train, train_states, tubelet)
     test = _latents_and_actions(model, heldout, heldout_states, tubelet)
+    tasks = [task for task in sorted(set(fit) & set(test)) if len(fit[task][0]) >= 2]
+    per_task: dict[str, dict[str, float]] = {}
+    for task in tasks:
+        per_task[task] = {"r2": linear_probe(*fit[task], *test[task])["r2_mean"]}
+        if len(fit[task][0]) >= MLP_MIN_TRAIN:
+            per_task[task]["r2_mlp"] = mlp_probe(*fit[task], *test[task], seed=seed)["r2_mean"]
+    counts = {task: (len(fit[task][0]), len(test[task][0])) for task in tasks}
+    ceilings = action_ceilings(poses_and_actions(train, tubelet), poses_and_actions(heldout, tubelet), counts, seed)
+    for task, ceiling in ceilings.items():
+        per_task[task]["ceiling"] = ceiling["linear"]
+        if "mlp" in ceiling:
+            per_task[task]["ceiling_mlp"] = ceiling["mlp"]
     results: dict[str, Any] = {}
-    for task in sorted(set(fit) & set(test)):
-        if len(fit[task][0]) < 2:
-            continue
-        results[f"probe/r2/{task}"] = linear_probe(*fit[task], *test[task])["r2_mean"]
-    scores = [v for v in results.values() if not math.isnan(v)]
-    if scores:
-        results["probe/r2_mean"] = sum(scores) / len(scores)
+    for kind in PROBE_KINDS:
+        for task, row in per_task.items():
+            if kind in row:
+                results[f"probe/{kind}/{task}"] = row[kind]
+        mean = _mean(row.get(kind) for row in per_task.values())
+        if mean is not None:
+            results[f"probe/{kind}_mean"] = mean
     return results
 
 
 @torch.no_grad()
 def action_probe(model, data_config, train_clips: int = 3000, heldout_clips: int = 1000,
                  seed: int = 0) -> dict[str, dict[str, float]]:
-    """Is z the action? Per task, ridge probes to the true actions of each transition, fit on training
-    clips and scored (R²) on held-out clips of ``data_config``'s split: from the IDM latent z, and from
-    the model's own feature change ``s_t+1 − s_t`` (what the two frames show of the action at all).
+    """Is z the action? Per task, probes to the true actions of each transition, fit on training clips and
+    scored (R²) on held-out clips of ``data_config``'s split: ridge and MLP probes from the IDM latent z,
+    a ridge probe from the model's own feature change ``s_t+1 − s_t`` (what the two frames show of the
+    action at all), and, where the data stores simulator states, the ridge and MLP probes from the true
+    poses at t and t+1 of the same transitions (each z probe's ceiling: :func:`action_ceilings`).
 
     The clips' frames are held in memory while they are encoded (3,000 clips of 8 frames at 64² are
     0.3 GB). On the default data 600 / 300 clips gave noisy, low figures (finger 0.29, cartpole −0.29
     where 3,000 / 1,000 give 0.31 and −0.02; more changes nothing: BENCHMARKS.md).
 
     Returns:
-        ``{task: {"z": R², "change": R², "train": transitions, "heldout": transitions}}``; empty when no
-        clip has actions on both sides of the split (videos) or the model infers no latent.
+        ``{task: {"z": R², "z_mlp": R², "change": R², "ceiling": R², "ceiling_mlp": R², "train": transitions,
+        "heldout": transitions}}`` (``z_mlp`` / ``ceiling_mlp`` need >= :data:`MLP_MIN_TRAIN` training
+        transitions, the ceilings stored states); empty when no clip has actions on both sides of the split
+        (videos) or the model infers no latent.
     """
     from lavid.data.clips import ClipDataset
     from lavid.data.eval_data import load_split
@@ -205,19 +307,21 @@ def action_probe(model, data_config, train_clips: int = 3000, heldout_clips: int
         return {}  # videos: no clip has actions, so do not load and encode thousands of clips for nothing
     tubelet = model.config.encoder.tubelet
 
-    def transitions(split: str, count: int) -> dict[str, tuple[torch.Tensor, ...]]:
-        clips = load_split(data_config, split, count, seed=seed)
+    def transitions(split: str, count: int) -> tuple[dict[str, tuple[torch.Tensor, ...]], dict]:
+        """Per task ``(z, change, actions)`` and ``(poses at t and t+1, actions)`` of the split's transitions."""
+        clips = load_split(data_config, split, count, seed=seed, states=True)
         if all(actions is None for actions in clips.actions):
-            return {}
+            return {}, {}
         states, _ = encode_clips(model, clips.frames)
         change = (states[:, 1:] - states[:, :-1]).flatten(2).cpu()
-        return _by_task(clips, tubelet, model.infer_latents(states)[0].cpu(), change)
+        return (_by_task(clips, tubelet, model.infer_latents(states)[0].cpu(), change),
+                poses_and_actions(clips, tubelet))
 
     was_training = model.training
     model.eval()
     try:
-        fit = transitions("train", train_clips)
-        test = transitions("heldout", heldout_clips) if fit else {}
+        fit, fit_poses = transitions("train", train_clips)
+        test, test_poses = transitions("heldout", heldout_clips) if fit else ({}, {})
     finally:
         model.train(was_training)
     out = {}
@@ -225,17 +329,44 @@ def action_probe(model, data_config, train_clips: int = 3000, heldout_clips: int
         (z, change, actions), (z_test, change_test, actions_test) = fit[task], test[task]
         if len(z) < 2:
             continue
-        out[task] = {"z": linear_probe(z, actions, z_test, actions_test)["r2_mean"],
-                     "change": linear_probe(change, actions, change_test, actions_test)["r2_mean"],
-                     "train": len(z), "heldout": len(z_test)}
+        out[task] = {"z": linear_probe(z, actions, z_test, actions_test)["r2_mean"]}
+        if len(z) >= MLP_MIN_TRAIN:
+            out[task]["z_mlp"] = mlp_probe(z, actions, z_test, actions_test, seed=seed)["r2_mean"]
+        out[task].update(change=linear_probe(change, actions, change_test, actions_test)["r2_mean"],
+                         train=len(z), heldout=len(z_test))
+    if out:
+        counts = {task: (row["train"], row["heldout"]) for task, row in out.items()}
+        for task, ceiling in action_ceilings(fit_poses, test_poses, counts, seed).items():
+            out[task]["ceiling"] = ceiling["linear"]
+            if "mlp" in ceiling:
+                out[task]["ceiling_mlp"] = ceiling["mlp"]
     return out
 
 
+ACTION_PROBE_COLUMNS = (  # (key of an action_probe row, header)
+    ("z", "R² from z, linear"),
+    ("ceiling", "linear ceiling (true poses t, t+1)"),
+    ("z_mlp", "R² from z, MLP"),
+    ("ceiling_mlp", "MLP ceiling (true poses t, t+1)"),
+    ("change", "R² from the feature change, linear"),
+)
+
+
 def format_action_probe(result: dict[str, dict[str, float]]) -> str:
-    """:func:`action_probe` as a markdown table."""
-    lines = ["| task | transitions (train / held out) | R² from z | R² from the feature change |", "|---|---|---|---|"]
+    """:func:`action_probe` as a markdown table: each z probe next to its ceiling from the true poses (a
+    dash where there is none), and a last row with the means over the tasks that have each."""
+
+    def number(value) -> str:
+        return "–" if value is None or math.isnan(value) else f"{value:.3f}"
+
+    lines = ["| task | transitions (train / held out) | " + " | ".join(h for _, h in ACTION_PROBE_COLUMNS) + " |",
+             "|---|---|" + "---|" * len(ACTION_PROBE_COLUMNS)]
     for task, row in result.items():
-        lines.append(f"| {task} | {row['train']} / {row['heldout']} | {row['z']:.3f} | {row['change']:.3f} |")
+        lines.append(f"| {task} | {row['train']} / {row['heldout']} | "
+                     + " | ".join(number(row.get(k)) for k, _ in ACTION_PROBE_COLUMNS) + " |")
+    if len(result) > 1:
+        lines.append("| mean | | " + " | ".join(number(_mean(row.get(k) for row in result.values()))
+                                               for k, _ in ACTION_PROBE_COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -244,8 +375,9 @@ def evaluate_latents(model, heldout: EvalClips, horizon: int, train: EvalClips |
                      lpips=None, samples: int = 4, seed: int = 0) -> dict[str, Any]:
     """All evals of ``model`` on ``heldout``.
 
-    ``train`` clips (optional) fit the probe and add scene-cut / transfer partners from other videos;
-    they are never scored themselves. ``horizon`` is capped at the clips' steps − 1.
+    ``train`` clips (optional) fit the action probes (:func:`probe_metrics`; their ceilings need both
+    splits loaded with ``states=True``) and add scene-cut / transfer partners from other videos; they are
+    never scored themselves. ``horizon`` is capped at the clips' steps − 1.
     """
     model.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -283,5 +415,6 @@ def evaluate_latents(model, heldout: EvalClips, horizon: int, train: EvalClips |
         results.update(pixel_metrics(model, decoder, heldout.frames, states, targets, lpips))
     if train_states is not None and any(a is not None for a in heldout.actions):
         tubelet = heldout.frames.shape[1] // steps
-        results.update(probe_metrics(model, train, train_states, heldout, heldout_states=states, tubelet=tubelet))
+        results.update(probe_metrics(model, train, train_states, heldout, heldout_states=states, tubelet=tubelet,
+                                     seed=seed))
     return results

@@ -59,7 +59,9 @@ class TrainConfig:
             up to this many training and as many held-out episodes per task of the sources that store
             simulator states; logged as ``probe/...`` and written to ``state_probe.md`` (0: skip). With it,
             where clips have actions, the action probe of the latent (``probe/action_z/...``,
-            ``probe/action_change/...``, ``action_probe.md``; :func:`lavid.metrics.latent_evals.action_probe`).
+            ``probe/action_z_mlp/...``, ``probe/action_change/...``, with z's ceilings from the true poses
+            ``probe/action_ceiling/...``, ``probe/action_ceiling_mlp/...``; ``action_probe.md``;
+            :func:`lavid.metrics.latent_evals.action_probe`).
             ``lavid/train.py`` runs both through the trainer's ``after_training`` hook
             (:mod:`lavid.metrics.training_probes`).
         progress: show a progress bar.
