@@ -167,6 +167,22 @@ def test_noisy_kl_warmup_and_free_bits():
     assert loss.item() == pytest.approx(2.0)
 
 
+def test_sparse_energy_warmup_ramps_only_the_per_latent_energy():
+    raw = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
+    full = make_family(LatentConfig(family="sparse", dim=8, l1=0.4))
+    _, full_loss, full_stats = full(raw)
+    warm = make_family(LatentConfig(family="sparse", dim=8, l1=0.4, energy_warmup=0.5))
+    energy = full_stats["energy"].item()
+    batch_terms = full_loss.item() - energy
+    for fraction, weight in ((0.0, 0.0), (0.25, 0.5), (0.5, 1.0), (0.9, 1.0)):
+        warm.set_progress(fraction)
+        _, loss, stats = warm(raw)
+        assert loss.item() == pytest.approx(batch_terms + weight * energy, rel=1e-5)
+        assert stats["energy"].item() == pytest.approx(energy)  # the true energy is logged whatever the weight
+    with pytest.raises(ConfigError, match="energy_warmup"):
+        from_dict(ModelConfig, {"latent": {"family": "sparse", "energy_warmup": 2.0}})
+
+
 def test_vq_straight_through_reaches_the_idm_and_dead_codes_get_reset():
     family = make_family(LatentConfig(family="discrete", dim=4, codebook_size=8, reset_every=10))
     family.train()

@@ -25,6 +25,8 @@ class SparseConfig(FamilyConfig):
         l1, l2: λ_l1 (swept) and λ_l2, the weights of the per-latent energy's L1 term and norm floor.
         variance, covariance, mean: λ_V, λ_C and λ_M, the weights of the batch terms.
         sgld_steps, sgld_step_size: Langevin sampling from the energy (steps and step size η).
+        energy_warmup: share of training over which the per-latent energy's weight rises linearly from 0 to 1
+            (0: the full energy from the first step). The batch terms always apply.
     """
 
     l1: float = 0.05
@@ -34,11 +36,14 @@ class SparseConfig(FamilyConfig):
     mean: float = 0.1
     sgld_steps: int = 100
     sgld_step_size: float = 0.01
+    energy_warmup: float = 0.0
 
     def validate(self, prefix: str = "") -> None:
         key = (prefix + ".") if prefix else ""
         for name in ("l1", "l2", "variance", "covariance", "mean"):
             check(getattr(self, name) >= 0, f"{key}{name}", "must be >= 0")
+        check(0 <= self.energy_warmup <= 1, f"{key}energy_warmup",
+              f"must be in [0, 1] (a share of training), got {self.energy_warmup}")
 
 
 class Sparse(LatentFamily):
@@ -62,6 +67,11 @@ class Sparse(LatentFamily):
         super().__init__()
         self.dim = self.raw_dim = config.dim
         self.config = config
+        self.weight = 1.0 if config.energy_warmup == 0 else 0.0  # the energy's warm-up weight (set_progress)
+
+    def set_progress(self, fraction: float) -> None:
+        warmup = self.config.energy_warmup
+        self.weight = 1.0 if warmup == 0 else min(1.0, max(0.0, fraction) / warmup)
 
     def energy(self, z: torch.Tensor) -> torch.Tensor:
         """Per-latent energy ``[...]`` (no batch terms)."""
@@ -88,10 +98,11 @@ class Sparse(LatentFamily):
         energy = self.energy(z).mean()
         terms = self.batch_terms(z)
         c = self.config
-        loss = energy + c.variance * terms["variance"] + c.covariance * terms["covariance"] + c.mean * terms["mean"]
+        loss = self.weight * energy + c.variance * terms["variance"] + c.covariance * terms["covariance"] + c.mean * terms["mean"]
         flat = flatten_latents(z.detach())
         stats = {
             "energy": energy.detach(),
+            "energy_weight": torch.tensor(self.weight),
             "z_norm": flat.norm(dim=-1).mean(),
             "z_l1": flat.abs().sum(-1).mean(),
             "active_fraction": (flat.abs() > 0.1 * flat.abs().amax(-1, keepdim=True)).float().mean(),
