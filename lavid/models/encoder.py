@@ -51,7 +51,9 @@ class EncoderConfig:
         sigreg_change: weight of a second SIGReg term on the within-clip changes ``s_t+1 − s_t`` (``e2e``). The
             states' SIGReg alone is met by features that differ between episodes but not within one (reacher's
             target, drawn once an episode), and then copying predicts perfectly: a static collapse. This term
-            makes that state costly; 0 turns it off.
+            makes that state costly; 0 turns it off. Measured on reacher (weight 0.1) the features then move but not
+            with the action (gain 1.03); a higher ``sigreg`` (0.3) is what removed the collapse (BENCHMARKS.md,
+            issue 34 part 3).
         random_shift: training clips are shifted by up to this many pixels (DrQ's augmentation,
             :mod:`lavid.data.augment`; one shift per clip); 0 turns it off. Evaluation never shifts.
         checkpoint: local weights file, or ``None`` for random initialization.

@@ -55,7 +55,9 @@ class ModelConfig:
         rollout_loss: weight of a second prediction loss on the model's own autoregressive rollout: from the
             clip's first ``rollout_context`` steps, the predictor imagines every later step from its own
             outputs (with the clip's conditions), as a planner does, and each is compared with its target.
-            Teacher forcing alone never trains on the predictor's own errors; 0 turns it off.
+            Teacher forcing alone never trains on the predictor's own errors; 0 turns it off. Measured on reacher
+            (1,000 episodes, SIGReg 0.3, weight 1) it pushed the end-to-end encoder back into the static collapse
+            (BENCHMARKS.md, issue 34 part 3), so it stays off.
         rollout_context: observed steps the training rollout starts from (the planner's ``context``).
     """
 
@@ -225,14 +227,15 @@ class LatentActionWorldModel(nn.Module):
             raise ValueError(f"a clip must give at least 2 steps, got {states.shape[1]}")
         latents, latent_loss, stats = self.conditions(states, actions, generator)
         predictions = self.predict(states[:, :-1], latents)
-        error = predictions - (targets[:, 1:] if self.end_to_end else targets[:, 1:].detach())
+        if not self.end_to_end:
+            targets = targets.detach()  # only e2e trains the encoder through its targets
+        error = predictions - targets[:, 1:]
         prediction_loss = self._distance(error)
         extra, rollout_term = {}, 0.0
         context = self.config.rollout_context
         if self.config.rollout_loss > 0 and states.shape[1] > context + 1:
             imagined = self.predictor.imagine(states[:, :context], latents)  # steps context .. S-1
-            goal = targets[:, context:] if self.end_to_end else targets[:, context:].detach()
-            rollout_loss = self._distance(imagined - goal)
+            rollout_loss = self._distance(imagined - targets[:, context:])
             rollout_term = self.config.rollout_loss * rollout_loss
             extra["rollout_loss"] = rollout_loss.detach()
         with torch.no_grad():  # both sides from the target encoder: online states would flatter it in EMA mode
