@@ -22,13 +22,17 @@ Columns, averaged over pairs:
 - ``chosen ≤ 0.05 rad``: share of pairs where the model's cheapest random candidate ends with every joint
   within LeWorldModel's success radius of the goal.
 
+``--render`` also renders every candidate's true end state and costs it with the same features (the feature
+oracle's view of one round of samples): ``Spearman, true frames`` and ``chosen, true frames`` then say how well
+the features alone would rank the candidates, so that the gap to the imagined columns is the dynamics' share.
+
 ``--context 2`` gives the model the stored frame before the start and the action taken from it (what the
 planner sees from its second plan on: the velocity, which one image does not show); pairs that start at
 an episode's first step are then left out.
 
 Usage:
     python benchmarks/sequence_ranking.py --heldout OUT/heldout --runs RUN [RUN ...] [--pairs 50]
-        [--candidates 300] [--goal-offset 5] [--context 1|2] [--task reacher-easy] [--action-repeat 10]
+        [--candidates 300] [--goal-offset 5] [--context 1|2] [--render] [--task reacher-easy] [--action-repeat 10]
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--action-repeat", type=int, default=10)
     parser.add_argument("--context", type=int, default=1, choices=(1, 2))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--render", action="store_true", help="also cost the rendered true end states (slower)")
+    parser.add_argument("--render-cache", default="", help="a .npz to keep the rendered end states in (reused when "
+                        "it matches the pairs and candidates)")
     args = parser.parse_args(argv)
 
     from lavid.planning.dynamics import ActionDynamics
@@ -77,14 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     candidates = torch.cat([stored, candidates.float()], dim=1)  # candidate 0: the stored sequence
     episodes = torch.arange(count)
     true = SimulatorCost(envs, pairs.goal_qpos)(candidates, episodes).numpy()  # [E, 1 + K] joint distance
-    qpos_error = _max_joint_error(envs, pairs.goal_qpos, candidates)
+    ends = _end_states(envs, candidates)  # [E, 1 + K, Q + V]
+    nq = envs[0].physics.model.nq
+    qpos_error = np.abs(ends[..., :nq] - pairs.goal_qpos[:, None]).max(-1)
+    rendered = _cached_render(envs, ends, args.render_cache) if args.render else None  # uint8 [E, 1 + K, 3, H, W]
     for env in envs:
         env.close()
     print(f"{args.task}: {count} pairs, goal {steps} stored steps ahead, {args.candidates} uniform random sequences "
           f"+ the stored one a pair, context {args.context}; the stored sequence's true distance {true[:, 0].mean():.4f} (0 up to float "
           f"error), the random ones' median {np.median(true[:, 1:]):.3f}, best {true[:, 1:].min(1).mean():.3f}\n")
-    print("| run | Spearman | stored rank | chosen / best true distance | chosen ≤ 0.05 rad | s |")
-    print("|---|---:|---:|---|---:|---:|")
+    extra = " Spearman, true frames | chosen, true frames |" if args.render else ""
+    print(f"| run | Spearman | stored rank | chosen / best true distance | chosen ≤ 0.05 rad |{extra} s |")
+    print("|---|---:|---:|---|---:|" + ("---:|---:|" if args.render else "") + "---:|")
     for run in args.runs:
         start = time.perf_counter()
         model = load_run(run).model.eval()
@@ -99,8 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         chosen = 1 + model_cost[:, 1:].argmin(1)
         chosen_true = true[np.arange(count), chosen]
         success = (qpos_error[np.arange(count), chosen] < 0.05).mean()
+        cells = ""
+        if rendered is not None:  # the same features on the true end frames: the cost without the dynamics
+            with torch.no_grad():
+                ends_features = torch.stack([dynamics.encode(torch.from_numpy(r)[:, None])[:, 0] for r in rendered])
+            frame_cost = (ends_features - goals[:, None]).flatten(2).norm(dim=-1).numpy()  # [E, 1 + K]
+            frame_rho = np.nanmean([spearman(f[1:], t[1:]) for f, t in zip(frame_cost, true)])
+            frame_chosen = true[np.arange(count), 1 + frame_cost[:, 1:].argmin(1)].mean()
+            cells = f" {frame_rho:.3f} | {frame_chosen:.3f} |"
         print(f"| {run} | {rho:.3f} | {rank:.3f} | {chosen_true.mean():.3f} / {true[:, 1:].min(1).mean():.3f} | "
-              f"{success:.2f} | {time.perf_counter() - start:.0f} |", flush=True)
+              f"{success:.2f} |{cells} {time.perf_counter() - start:.0f} |", flush=True)
     return 0
 
 
@@ -129,21 +148,53 @@ def _subset(pairs, keep: np.ndarray):
                                          if isinstance(getattr(pairs, f.name), np.ndarray)})
 
 
-def _max_joint_error(envs, goal_qpos: np.ndarray, candidates: torch.Tensor) -> np.ndarray:
-    """``[E, K]`` the largest joint error to the goal after each candidate's last step (success's measure)."""
+def _end_states(envs, candidates: torch.Tensor) -> np.ndarray:
+    """``[E, K, Q + V]`` each candidate's end state (joint positions, then velocities) rolled out in MuJoCo
+    from each pair's start, at the environments' action repeat."""
     import mujoco
     from mujoco import rollout
 
     out = []
-    for env, goal, sequences in zip(envs, goal_qpos, candidates.numpy().astype(np.float64)):
+    for env, sequences in zip(envs, candidates.numpy().astype(np.float64)):
         model = env.physics.model.ptr
         kind = mujoco.mjtState.mjSTATE_FULLPHYSICS
         state = np.zeros(mujoco.mj_stateSize(model, kind))
         mujoco.mj_getState(model, env.physics.data.ptr, state, kind)
         control = np.clip(sequences, env.action_low, env.action_high).repeat(env.action_repeat, axis=1)
         states, _ = rollout.rollout(model, mujoco.MjData(model), np.tile(state, (len(control), 1)), control)
-        out.append(np.abs(states[:, -1, 1:1 + model.nq] - goal).max(-1))
+        out.append(states[:, -1, 1:1 + model.nq + model.nv])  # FULLPHYSICS: time, qpos, qvel, ...
     return np.stack(out)
+
+
+def _cached_render(envs, ends: np.ndarray, cache: str) -> np.ndarray:
+    """:func:`_render`, kept in ``cache`` (an ``.npz``) and reused when its end states are these."""
+    import os
+
+    if cache and os.path.exists(cache):
+        stored = np.load(cache)
+        if stored["ends"].shape == ends.shape and np.allclose(stored["ends"], ends):
+            return stored["frames"]
+        print(f"{cache} holds other end states: rendering again", flush=True)
+    frames = _render(envs, ends)
+    if cache:
+        np.savez(cache, ends=ends, frames=frames)
+    return frames
+
+
+def _render(envs, ends: np.ndarray) -> np.ndarray:
+    """uint8 ``[E, K, 3, H, W]``: each end state as the camera sees it (the pair's own scene, target included)."""
+    from tqdm.auto import tqdm
+
+    frames = []
+    for env, states in tqdm(list(zip(envs, ends)), desc="render end states", leave=False):
+        saved = env.physics.get_state().copy()
+        images = []
+        for state in states:
+            env.restore(state)
+            images.append(env.render())
+        env.restore(saved)
+        frames.append(np.stack(images))
+    return np.stack(frames)
 
 
 if __name__ == "__main__":

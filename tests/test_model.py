@@ -642,6 +642,30 @@ def test_rollout_loss_scores_the_predictors_own_rollout_and_trains_through_it():
         conv_config(0.1, rollout_context=0)
 
 
+def test_rollout_loss_reaches_the_encoder_only_with_rollout_encoder():
+    """model.rollout_encoder=false (the default): the rollout term trains the predictor on its own errors and leaves
+    the features to the one-step loss and SIGReg; true lets its gradient into the encoder (context and targets)."""
+    clips = moving_square_clips(4, 6)
+
+    def gradients(weight: float, reach: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)
+        model = LatentActionWorldModel(conv_config(0.1, latent={"family": "deterministic"}, rollout_loss=weight,
+                                                  rollout_encoder=reach))
+        for block in model.predictor.blocks:  # open AdaLN-zero so rollouts differ from copies
+            torch.nn.init.normal_(block.modulation[1].weight, std=0.2)
+        torch.nn.init.normal_(model.predictor.head.weight, std=0.2)
+        torch.manual_seed(1)
+        model(clips)["loss"].backward()
+        flat = lambda module: torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None])
+        return flat(model.encoder), flat(model.predictor)
+
+    for reach in (False, True):
+        encoder_off, predictor_off = gradients(0.0, reach)
+        encoder_on, predictor_on = gradients(1.0, reach)
+        assert not torch.allclose(predictor_on, predictor_off)  # the predictor always learns from the term
+        assert torch.allclose(encoder_on, encoder_off, atol=1e-7) != reach
+
+
 def test_an_idm_that_sees_the_change_tells_small_changes_apart():
     from lavid.models.idm import IDMConfig, InverseDynamics
 

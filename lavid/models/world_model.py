@@ -56,9 +56,14 @@ class ModelConfig:
             clip's first ``rollout_context`` steps, the predictor imagines every later step from its own
             outputs (with the clip's conditions), as a planner does, and each is compared with its target.
             Teacher forcing alone never trains on the predictor's own errors; 0 turns it off. Measured on reacher
-            (1,000 episodes, SIGReg 0.3, weight 1) it pushed the end-to-end encoder back into the static collapse
-            (BENCHMARKS.md, issue 34 part 3), so it stays off.
+            (1,000 episodes, SIGReg 0.3, weight 1): with its gradient in the encoder it pushed the end-to-end
+            encoder back into the static collapse (issue 34 part 3); predictor-only (the default
+            ``rollout_encoder``) it does not, but it plans no better (10 % against 8 %, issue 34 part 4), so it
+            stays off.
         rollout_context: observed steps the training rollout starts from (the planner's ``context``).
+        rollout_encoder: let the rollout loss's gradient reach the encoder (its context and its targets). Off, the
+            rollout loss trains the predictor (and the conditions) on its own errors over fixed states, and only
+            the one-step loss and SIGReg shape the features: the run above collapsed with it on.
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -70,6 +75,7 @@ class ModelConfig:
     action_dim: int = 0
     rollout_loss: float = 0.0
     rollout_context: int = 2
+    rollout_encoder: bool = False
 
     def validate(self, prefix: str = "") -> None:
         key = (prefix + ".") if prefix else ""
@@ -234,8 +240,11 @@ class LatentActionWorldModel(nn.Module):
         extra, rollout_term = {}, 0.0
         context = self.config.rollout_context
         if self.config.rollout_loss > 0 and states.shape[1] > context + 1:
-            imagined = self.predictor.imagine(states[:, :context], latents)  # steps context .. S-1
-            rollout_loss = self._distance(imagined - targets[:, context:])
+            start, goal = states[:, :context], targets[:, context:]
+            if not self.config.rollout_encoder:  # the predictor learns from its own errors; the features stay put
+                start, goal = start.detach(), goal.detach()
+            imagined = self.predictor.imagine(start, latents)  # steps context .. S-1
+            rollout_loss = self._distance(imagined - goal)
             rollout_term = self.config.rollout_loss * rollout_loss
             extra["rollout_loss"] = rollout_loss.detach()
         with torch.no_grad():  # both sides from the target encoder: online states would flatter it in EMA mode
