@@ -449,6 +449,10 @@ def test_evals_plan_anchors_protocol_writes_the_issue_columns_and_reuses_rows(re
     assert len((out / "runs.jsonl").read_text().splitlines()) == 6
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "seed 0: success" not in again.stdout  # finished rows reused
+    more = command.copy()
+    more[more.index("0,1")] = "0,1,2"  # another seed: only its rows run
+    grown = subprocess.run(more, capture_output=True, text=True, timeout=600)
+    assert grown.returncode == 0 and "seed 2: success" in grown.stdout and "seed 0: success" not in grown.stdout
     bad = subprocess.run(command[:6] + ["--methods", "oracle,teleport"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "teleport" in bad.stderr and "Traceback" not in bad.stderr
     for flag, says in (("2x", "EPISODESxSTEPS"), ("0x100", "EPISODESxSTEPS")):  # a bad scale sweep, before any work

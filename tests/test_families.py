@@ -98,7 +98,7 @@ def test_the_registry_holds_the_families_in_their_order_and_the_sweep_reads_it()
     # the flat keys of model.latent: the shared fields, then every family's own, in the registry's order
     assert [f.name for f in dataclasses.fields(LatentConfig)] == [
         "family", "dim", "beta", "kl_warmup", "free_bits", "l1", "l2", "variance", "covariance", "mean",
-        "sgld_steps", "sgld_step_size", "energy_warmup", "codebook_size", "commitment", "reset_every", "fsq_levels"]
+        "sgld_steps", "sgld_step_size", "energy_warmup", "energy_scale", "codebook_size", "commitment", "reset_every", "fsq_levels"]
 
 
 @pytest.mark.parametrize("family", [name for name in FAMILIES if get_family(name).coefficient])

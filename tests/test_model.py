@@ -181,6 +181,12 @@ def test_sparse_energy_warmup_ramps_only_the_per_latent_energy():
         assert stats["energy"].item() == pytest.approx(energy)  # the true energy is logged whatever the weight
     with pytest.raises(ConfigError, match="energy_warmup"):
         from_dict(ModelConfig, {"latent": {"family": "sparse", "energy_warmup": 2.0}})
+    scaled = make_family(LatentConfig(family="sparse", dim=8, l1=0.4, energy_scale="sqrt_dim"))
+    _, scaled_loss, scaled_stats = scaled(raw)  # the energy over √D, the batch terms as they were
+    assert scaled_stats["energy"].item() == pytest.approx(energy / 8 ** 0.5, rel=1e-5)
+    assert scaled_loss.item() == pytest.approx(batch_terms + energy / 8 ** 0.5, rel=1e-5)
+    with pytest.raises(ConfigError, match="energy_scale"):
+        from_dict(ModelConfig, {"latent": {"family": "sparse", "energy_scale": "mean"}})
 
 
 def test_vq_straight_through_reaches_the_idm_and_dead_codes_get_reset():

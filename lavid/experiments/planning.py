@@ -383,7 +383,9 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
     criterion = (f"every joint within {p.success_qpos} rad of the goal's at any control step (LeWorldModel's "
                  "qpos_match)" if reacher else f"the effector within {threshold} m of the goal's at any step")
 
-    log = JobLog(out / "runs.jsonl", {"task": s.task, "preset": asdict(p), "data": str(data.resolve()),
+    # a row is one (method, seed): adding methods or seeds reuses the rows already there
+    signed = {k: v for k, v in asdict(p).items() if k not in ("methods", "seeds")}
+    log = JobLog(out / "runs.jsonl", {"task": s.task, "preset": signed, "data": str(data.resolve()),
                                       "action_run": s.action_run})
     rows = [r for r in log.rows() if r["method"] in p.method_list() and r["seed"] in p.seeds]
     done = {(r["method"], r["seed"]) for r in rows}

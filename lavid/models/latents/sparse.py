@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,9 @@ class SparseConfig(FamilyConfig):
         sgld_steps, sgld_step_size: Langevin sampling from the energy (steps and step size η).
         energy_warmup: share of training over which the per-latent energy's weight rises linearly from 0 to 1
             (0: the full energy from the first step). The batch terms always apply.
+        energy_scale: ``sum`` (the per-latent energy as written) or ``sqrt_dim`` (divided by √D, so that a latent
+            on its norm floor pays λ_l1 · ||z||_1 / √D ∈ [λ_l1, λ_l1 · √D] at every latent size, against a
+            prediction loss that is a mean over entries).
     """
 
     l1: float = 0.05
@@ -37,6 +41,7 @@ class SparseConfig(FamilyConfig):
     sgld_steps: int = 100
     sgld_step_size: float = 0.01
     energy_warmup: float = 0.0
+    energy_scale: Literal["sum", "sqrt_dim"] = "sum"
 
     def validate(self, prefix: str = "") -> None:
         key = (prefix + ".") if prefix else ""
@@ -44,6 +49,8 @@ class SparseConfig(FamilyConfig):
             check(getattr(self, name) >= 0, f"{key}{name}", "must be >= 0")
         check(0 <= self.energy_warmup <= 1, f"{key}energy_warmup",
               f"must be in [0, 1] (a share of training), got {self.energy_warmup}")
+        check(self.energy_scale in ("sum", "sqrt_dim"), f"{key}energy_scale",
+              f"must be sum or sqrt_dim, got {self.energy_scale!r}")
 
 
 class Sparse(LatentFamily):
@@ -76,7 +83,8 @@ class Sparse(LatentFamily):
     def energy(self, z: torch.Tensor) -> torch.Tensor:
         """Per-latent energy ``[...]`` (no batch terms)."""
         floor = F.relu(math.sqrt(self.dim) - z.norm(dim=-1))
-        return self.config.l2 * floor + self.config.l1 * z.abs().sum(-1)
+        energy = self.config.l2 * floor + self.config.l1 * z.abs().sum(-1)
+        return energy / math.sqrt(self.dim) if self.config.energy_scale == "sqrt_dim" else energy
 
     def batch_terms(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         flat = flatten_latents(z)
