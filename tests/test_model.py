@@ -169,9 +169,9 @@ def test_noisy_kl_warmup_and_free_bits():
 
 def test_sparse_energy_warmup_ramps_only_the_per_latent_energy():
     raw = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
-    full = make_family(LatentConfig(family="sparse", dim=8, l1=0.4))
+    full = make_family(LatentConfig(family="sparse", dim=8, l1=0.4, energy_warmup=0.0, energy_scale="sum"))
     _, full_loss, full_stats = full(raw)
-    warm = make_family(LatentConfig(family="sparse", dim=8, l1=0.4, energy_warmup=0.5))
+    warm = make_family(LatentConfig(family="sparse", dim=8, l1=0.4, energy_warmup=0.5, energy_scale="sum"))
     energy = full_stats["energy"].item()
     batch_terms = full_loss.item() - energy
     for fraction, weight in ((0.0, 0.0), (0.25, 0.5), (0.5, 1.0), (0.9, 1.0)):
@@ -181,7 +181,7 @@ def test_sparse_energy_warmup_ramps_only_the_per_latent_energy():
         assert stats["energy"].item() == pytest.approx(energy)  # the true energy is logged whatever the weight
     with pytest.raises(ConfigError, match="energy_warmup"):
         from_dict(ModelConfig, {"latent": {"family": "sparse", "energy_warmup": 2.0}})
-    scaled = make_family(LatentConfig(family="sparse", dim=8, l1=0.4, energy_scale="sqrt_dim"))
+    scaled = make_family(LatentConfig(family="sparse", dim=8, l1=0.4, energy_warmup=0.0, energy_scale="sqrt_dim"))
     _, scaled_loss, scaled_stats = scaled(raw)  # the energy over √D, the batch terms as they were
     assert scaled_stats["energy"].item() == pytest.approx(energy / 8 ** 0.5, rel=1e-5)
     assert scaled_loss.item() == pytest.approx(batch_terms + energy / 8 ** 0.5, rel=1e-5)
@@ -212,7 +212,7 @@ def test_vq_straight_through_reaches_the_idm_and_dead_codes_get_reset():
 
 
 def test_sparse_terms_punish_collapse():
-    family = make_family(LatentConfig(family="sparse", dim=16, l1=0.05))
+    family = make_family(LatentConfig(family="sparse", dim=16, l1=0.05, energy_warmup=0.0, energy_scale="sum"))
     zero = torch.zeros(32, 16)
     _, zero_loss, zero_stats = family(zero)
     assert zero_stats["energy"].item() == pytest.approx(4.0)  # λ_l2 · √D: the floor forbids z = 0
