@@ -37,6 +37,10 @@ PROBES = (("r2", "ceiling", "linear"), ("r2_mlp", "ceiling_mlp", "MLP"))
 :func:`lavid.metrics.latent_evals.probe_metrics`' ``probe/{key}/{task}``."""
 
 
+PROBE_FLOOR = -0.5
+"""``probe_r2.png`` cuts bars below this R² (and writes their value): one overfit probe would hide the rest."""
+
+
 def probe_table(rows: list[dict[str, Any]]) -> str:
     """The action probes per task as a Markdown table (empty when no row has one): one line per run, per
     task and probe (linear, MLP) the held-out R² from z with its ceiling from the true poses in brackets."""
@@ -136,9 +140,12 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
     figure.savefig(paths["capacity"], dpi=120)
     plt.close(figure)
 
-    for key, name, reference in (("leak/ratio", "leakage_ratio", 1.0), ("transfer/ratio", "transfer_ratio", 1.0),
-                                 ("probe/r2_mean", "probe_r2", 0.0)):
-        runs = [r for r in done if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
+    def number(row: dict[str, Any], key: str) -> float | None:
+        value = row.get(key)
+        return value if isinstance(value, (int, float)) and not math.isnan(value) else None
+
+    for key, name, reference in (("leak/ratio", "leakage_ratio", 1.0), ("transfer/ratio", "transfer_ratio", 1.0)):
+        runs = [r for r in done if number(r, key) is not None]
         figure, axis = plt.subplots(figsize=(max(4, 0.5 * len(runs) + 1.5), 3.2))
         axis.bar(range(len(runs)), [r[key] for r in runs], color="tab:blue")
         axis.set_xticks(range(len(runs)), [r["run"] for r in runs], rotation=45, ha="right", fontsize=7)
@@ -148,4 +155,32 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
         paths[name] = out / f"{name}.png"
         figure.savefig(paths[name], dpi=120)
         plt.close(figure)
+
+    # the action probes: linear and MLP R² from z side by side, each with its ceiling from the true poses (a tick)
+    runs = [r for r in done if number(r, "probe/r2_mean") is not None or number(r, "probe/r2_mlp_mean") is not None]
+    figure, axis = plt.subplots(figsize=(max(4, 0.7 * len(runs) + 1.5), 3.2))
+    width = 0.38
+    for offset, (key, ceiling, label, color) in enumerate((
+            ("probe/r2_mean", "probe/ceiling_mean", "linear", "tab:blue"),
+            ("probe/r2_mlp_mean", "probe/ceiling_mlp_mean", "MLP", "tab:orange"))):
+        xs = [i + (offset - 0.5) * width for i in range(len(runs))]
+        values = [number(r, key) or 0.0 for r in runs]
+        axis.bar(xs, [max(v, PROBE_FLOOR) for v in values], width, color=color, label=f"{label} probe from z")
+        for x, v in zip(xs, values):  # a probe far below the mean's R² 0 would hide the rest: cut, value written
+            if v < PROBE_FLOOR:
+                axis.text(x, PROBE_FLOOR, f"{v:.2f}", ha="center", va="bottom", fontsize=6, rotation=90)
+        tops = [(x, number(r, ceiling)) for x, r in zip(xs, runs) if number(r, ceiling) is not None]
+        if tops:
+            axis.scatter([x for x, _ in tops], [c for _, c in tops], marker="_", s=200, color="black", zorder=3,
+                         label="ceiling (true poses)" if offset == 0 else None)
+    axis.set_xticks(range(len(runs)), [r["run"] for r in runs], rotation=45, ha="right", fontsize=7)
+    axis.axhline(0.0, color="gray", linewidth=0.8)
+    axis.set_ylim(bottom=PROBE_FLOOR * 1.05)
+    axis.set_ylabel("held-out action R², mean of tasks")
+    if runs:
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    paths["probe_r2"] = out / "probe_r2.png"
+    figure.savefig(paths["probe_r2"], dpi=120)
+    plt.close(figure)
     return paths
