@@ -58,7 +58,7 @@ class PlanPreset:
     train_episodes: int = 80
     action_repeat: int = 4
     train_steps: int = 1000
-    families: str = "noisy:model.latent.beta=1e-4,discrete"
+    families: str = "noisy:model.latent.beta=1e-3,discrete"
     train_overrides: str = ""
     labeled_fraction: float = 0.1
     controller: Literal["attention", "mlp"] = "attention"
