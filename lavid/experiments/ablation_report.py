@@ -159,7 +159,7 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
     # the action probes: linear and MLP R² from z side by side, each with its ceiling from the true poses (a tick)
     runs = [r for r in done if number(r, "probe/r2_mean") is not None or number(r, "probe/r2_mlp_mean") is not None]
     figure, axis = plt.subplots(figsize=(max(4, 0.7 * len(runs) + 1.5), 3.2))
-    width = 0.38
+    width, cut = 0.38, False
     for offset, (key, ceiling, label, color) in enumerate((
             ("probe/r2_mean", "probe/ceiling_mean", "linear", "tab:blue"),
             ("probe/r2_mlp_mean", "probe/ceiling_mlp_mean", "MLP", "tab:orange"))):
@@ -168,6 +168,7 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
         axis.bar(xs, [max(v, PROBE_FLOOR) for v in values], width, color=color, label=f"{label} probe from z")
         for x, v in zip(xs, values):  # a probe far below the mean's R² 0 would hide the rest: cut, value written
             if v < PROBE_FLOOR:
+                cut = True
                 axis.text(x, PROBE_FLOOR, f"{v:.2f}", ha="center", va="bottom", fontsize=6, rotation=90)
         tops = [(x, number(r, ceiling)) for x, r in zip(xs, runs) if number(r, ceiling) is not None]
         if tops:
@@ -175,7 +176,8 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
                          label="ceiling (true poses)" if offset == 0 else None)
     axis.set_xticks(range(len(runs)), [r["run"] for r in runs], rotation=45, ha="right", fontsize=7)
     axis.axhline(0.0, color="gray", linewidth=0.8)
-    axis.set_ylim(bottom=PROBE_FLOOR * 1.05)
+    if cut:
+        axis.set_ylim(bottom=PROBE_FLOOR * 1.05)
     axis.set_ylabel("held-out action R², mean of tasks")
     if runs:
         axis.legend(fontsize=7)
