@@ -157,20 +157,22 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
         plt.close(figure)
 
     # the action probes: linear and MLP R² from z side by side, each with its ceiling from the true poses (a tick)
-    runs = [r for r in done if number(r, "probe/r2_mean") is not None or number(r, "probe/r2_mlp_mean") is not None]
+    # (a run without one of the probes gets no bar for it, not a bar at 0)
+    runs = [r for r in done if any(number(r, f"probe/{probe}_mean") is not None for probe, _, _ in PROBES)]
     figure, axis = plt.subplots(figsize=(max(4, 0.7 * len(runs) + 1.5), 3.2))
     width, cut = 0.38, False
-    for offset, (key, ceiling, label, color) in enumerate((
-            ("probe/r2_mean", "probe/ceiling_mean", "linear", "tab:blue"),
-            ("probe/r2_mlp_mean", "probe/ceiling_mlp_mean", "MLP", "tab:orange"))):
-        xs = [i + (offset - 0.5) * width for i in range(len(runs))]
-        values = [number(r, key) or 0.0 for r in runs]
-        axis.bar(xs, [max(v, PROBE_FLOOR) for v in values], width, color=color, label=f"{label} probe from z")
-        for x, v in zip(xs, values):  # a probe far below the mean's R² 0 would hide the rest: cut, value written
+    for offset, ((probe, ceiling, label), color) in enumerate(zip(PROBES, ("tab:blue", "tab:orange"))):
+        placed = [(i + (offset - 0.5) * width, r) for i, r in enumerate(runs)]
+        bars = [(x, number(r, f"probe/{probe}_mean")) for x, r in placed
+                if number(r, f"probe/{probe}_mean") is not None]
+        axis.bar([x for x, _ in bars], [max(v, PROBE_FLOOR) for _, v in bars], width, color=color,
+                 label=f"{label} probe from z")
+        for x, v in bars:  # a probe far below the mean's R² 0 would hide the rest: cut, value written
             if v < PROBE_FLOOR:
                 cut = True
                 axis.text(x, PROBE_FLOOR, f"{v:.2f}", ha="center", va="bottom", fontsize=6, rotation=90)
-        tops = [(x, number(r, ceiling)) for x, r in zip(xs, runs) if number(r, ceiling) is not None]
+        tops = [(x, number(r, f"probe/{ceiling}_mean")) for x, r in placed
+                if number(r, f"probe/{ceiling}_mean") is not None]
         if tops:
             axis.scatter([x for x, _ in tops], [c for _, c in tops], marker="_", s=200, color="black", zorder=3,
                          label="ceiling (true poses)" if offset == 0 else None)
