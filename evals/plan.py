@@ -47,6 +47,8 @@ HELP = {
     "goal_offset": "stored steps from start to goal (anchors' protocol)",
     "budget": "stored steps each method acts (anchors' protocol)",
     "receding": "planned steps executed before replanning",
+    "start_history": "stored steps before the start (frames and actions, from the held-out episode) the learned "
+                     "models' planners see at their first plan (0: the start frame only, the anchors')",
     "episodes": "goal episodes planned at once", "goal_steps": "stored steps from start to goal",
     "mpc_steps": "steps each method acts (0: --goal-steps)", "train_episodes": "white-noise training episodes to build",
     "train_steps": "world-model training steps",

@@ -353,6 +353,51 @@ def test_pairs_from_held_out_episodes_and_the_success_criterion(reacher_goals):
         draw_pairs(reacher_goals, "reacher-easy", pairs=2, offset=7, seed=0)
 
 
+def test_start_history_is_what_led_to_the_start_and_the_agent_sees_it_first(reacher_goals):
+    """``start_history``: the same pairs, plus the stored frames and actions before each start (a step before the
+    episode repeats its first frame with a zero action); the agent sees them before its own steps."""
+    from lavid.data.goals import read_episode
+    from lavid.planning.reaching import draw_pairs, start_envs
+
+    plain = draw_pairs(reacher_goals, "reacher-easy", pairs=8, offset=3, seed=2)
+    pairs = draw_pairs(reacher_goals, "reacher-easy", pairs=8, offset=3, seed=2, history=2)
+    np.testing.assert_array_equal(plain.start_frames, pairs.start_frames)  # the history changes no pair
+    assert plain.history_frames is None and pairs.history_frames.shape == (8, 2, *pairs.start_frames.shape[1:])
+    assert pairs.history_actions.shape == (8, 2, 2)
+    before_the_episode = 0
+    for e in range(8):
+        ep = read_episode(reacher_goals, int(pairs.episodes[e]))
+        t = next(i for i in range(len(ep.frames)) if np.array_equal(ep.frames[i], pairs.start_frames[e]))
+        for k, back in enumerate((t - 2, t - 1)):
+            np.testing.assert_array_equal(pairs.history_frames[e, k], ep.frames[max(back, 0)])
+            np.testing.assert_allclose(pairs.history_actions[e, k], ep.actions[back] if back >= 0 else 0.0)
+            before_the_episode += back < 0
+    assert before_the_episode > 0  # the draw has starts near the episode's first step: that path is checked
+
+    class Recorder:
+        def __init__(self):
+            self.seen = []
+
+        def act(self, frames, actions):
+            self.seen.append((frames.clone(), actions.clone()))
+            return np.zeros((frames.shape[0], 2), np.float32)
+
+    agent = Recorder()
+    history = (pairs.history_frames, pairs.history_actions)
+    episodes = run_closed_loop(start_envs(pairs, action_repeat=4), agent, steps=2, progress=False, history=history)
+    assert episodes.frames.shape[1] == 3 and episodes.actions.shape[1] == 2  # the agent's own steps only
+    (first, acted), (second, _) = agent.seen
+    assert first.shape[1] == 3 and acted.shape[1] == 2 and second.shape[1] == 4
+    np.testing.assert_array_equal(first[:, :2].numpy(), pairs.history_frames)
+    np.testing.assert_array_equal(first[:, 2].numpy(), pairs.start_frames)
+    np.testing.assert_allclose(acted.numpy(), pairs.history_actions)
+    with pytest.raises(ValueError, match="history must hold"):
+        run_closed_loop(start_envs(pairs, action_repeat=4), agent, 1, progress=False,
+                        history=(history[0][:3], history[1]))
+    with pytest.raises(ValueError, match="history must be >= 0"):
+        draw_pairs(reacher_goals, "reacher-easy", pairs=2, offset=3, seed=0, history=-1)
+
+
 def test_the_simulator_as_model_reaches_held_out_goals_and_random_does_not(reacher_goals):
     """The oracle row: the same planner with MuJoCo itself as the model and the true joint distance as cost."""
     from lavid.planning.reaching import draw_pairs, qpos_success, start_envs
@@ -461,6 +506,15 @@ def test_evals_plan_anchors_protocol_writes_the_issue_columns_and_reuses_rows(re
         assert bad.returncode == 2 and says in bad.stderr and not (tmp_path / "scale").exists()
     clash = subprocess.run(command + ["--scale", "20x10"], capture_output=True, text=True, timeout=120)
     assert clash.returncode == 2 and "--train-data" in clash.stderr
+    negative = subprocess.run(command + ["--start-history", "-1"], capture_output=True, text=True, timeout=120)
+    assert negative.returncode == 2 and "start-history" in negative.stderr
+    seen = command.copy()  # the start's history goes to the learned planners only: the replay still ends on the goal
+    seen[seen.index(str(out))], seen[seen.index("0,1")] = str(tmp_path / "history"), "0"
+    replayed = subprocess.run(seen + ["--start-history", "2", "--methods", "replay"], capture_output=True, text=True,
+                              timeout=600)
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    with open(tmp_path / "history" / "results.csv", newline="") as handle:
+        assert float(next(csv.DictReader(handle))["success_rate"]) == 1.0
 
 
 def test_scale_points_parse():

@@ -47,6 +47,7 @@ class PlanPreset:
     goal_offset: int = 5
     budget: int = 10
     receding: int = 5
+    start_history: int = 0
     episode_len: int = 40
     heldout_episodes: int = 20
     size: int = 64
@@ -83,6 +84,7 @@ class PlanPreset:
         check(self.threshold >= 0, "threshold", f"must be >= 0, got {self.threshold}")
         check(self.controller_prediction >= 0, "controller-prediction",
               f"must be >= 0, got {self.controller_prediction}")
+        check(self.start_history >= 0, "start-history", f"must be >= 0, got {self.start_history}")
         for name in ("pairs", "goal_offset", "budget", "receding", "episode_len", "heldout_episodes", "size"):
             check(getattr(self, name) >= 1, name.replace("_", "-"), f"must be >= 1, got {getattr(self, name)}")
         check(self.receding <= self.horizon, "receding", f"must be <= horizon {self.horizon}, got {self.receding}")
@@ -374,7 +376,8 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
     repeat, size = int(meta.get("action_repeat", p.action_repeat)), int(meta.get("size", p.size))
     heldout = out / "heldout"  # the same behaviour, a seed of its own: no model trains on these episodes
     build_data(heldout, s.task, p.heldout_episodes, p.episode_len, "random", p.seed + 1000, repeat, s.progress, size)
-    pairs = draw_pairs(heldout, s.task, p.pairs, p.goal_offset, seed=p.seed)
+    pairs = draw_pairs(heldout, s.task, p.pairs, p.goal_offset, seed=p.seed, history=p.start_history)
+    history = (pairs.history_frames, pairs.history_actions) if p.start_history else None
     env = SimEnv(s.task, seed=0, size=8, camera=pairs.camera)  # for the bounds and joint count only
     low, high, action_dim, nq = env.action_low, env.action_high, env.action_dim, env.physics.model.nq
     env.close()
@@ -425,7 +428,9 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
             else:
                 agent = PlanningAgent(dynamics, torch.from_numpy(pairs.goal_frames), low, high, planner, seed,
                                       context=p.context, every_step=p.cost_steps == "every", receding=p.receding)
-            episodes = run_closed_loop(envs, agent, p.budget, progress=s.progress, desc=f"{method} seed {seed}")
+            seen = history if isinstance(agent, PlanningAgent) else None  # what led to the start: learned models
+            episodes = run_closed_loop(envs, agent, p.budget, progress=s.progress, desc=f"{method} seed {seed}",
+                                       history=seen)
             for env in envs + (shadows if method == "feature_oracle" else []):
                 env.close()
             if reacher:

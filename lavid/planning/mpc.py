@@ -156,18 +156,31 @@ class Episodes:
     qpos: np.ndarray | None = None  # [E, T·R+1, Q] joint positions after every control step (R = action repeat)
 
 
-def run_closed_loop(envs: list, agent: Agent, steps: int, progress: bool = True, desc: str = "") -> Episodes:
-    """Run ``agent`` for ``steps`` steps in ``envs`` (:class:`lavid.data.sim.SimEnv`, already in their start states)."""
+def run_closed_loop(envs: list, agent: Agent, steps: int, progress: bool = True, desc: str = "",
+                    history: tuple[np.ndarray, np.ndarray] | None = None) -> Episodes:
+    """Run ``agent`` for ``steps`` steps in ``envs`` (:class:`lavid.data.sim.SimEnv`, already in their start states).
+
+    ``history``: uint8 frames ``[E, K, 3, H, W]`` and actions ``[E, K, A]`` that led to the start states (the last
+    action leads to the start), shown to the agent before its own, so its step count is ``actions.shape[1] - K``
+    (give it only to agents that read the frames, not to :class:`ReplayAgent`); the returned episodes hold the
+    agent's own steps only.
+    """
     from tqdm.auto import tqdm
 
+    before_frames: list[np.ndarray] = [] if history is None else list(np.moveaxis(history[0], 1, 0))
+    before_actions: list[np.ndarray] = [] if history is None else list(np.moveaxis(history[1], 1, 0))
+    before_actions = [a.astype(np.float32) for a in before_actions]
+    if len(before_frames) != len(before_actions) or any(len(b) != len(envs) for b in before_frames + before_actions):
+        raise ValueError(f"history must hold K frames and K actions for each of the {len(envs)} episodes")
     frames = [np.stack([env.render() for env in envs])]
     effector = [np.stack([env.effector() for env in envs])]
     actions: list[np.ndarray] = []
     traces = [[env.qpos()] for env in envs]
     over = [False] * len(envs)  # a finished episode stays where it ended (dm_control would reset it)
     for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-        seen = torch.from_numpy(np.stack(frames, axis=1))
-        done = torch.from_numpy(np.stack(actions, axis=1)) if actions else torch.zeros(len(envs), 0, envs[0].action_dim)
+        seen = torch.from_numpy(np.stack(before_frames + frames, axis=1))
+        acted = before_actions + actions
+        done = torch.from_numpy(np.stack(acted, axis=1)) if acted else torch.zeros(len(envs), 0, envs[0].action_dim)
         action = np.asarray(agent.act(seen, done), np.float32)
         if action.shape != (len(envs), envs[0].action_dim):
             raise ValueError(f"the agent gave actions {action.shape}, the task takes {(len(envs), envs[0].action_dim)}")

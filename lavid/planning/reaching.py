@@ -30,6 +30,9 @@ class GoalSet:
         oracle_actions: ``[E, G, A]`` the stored actions from start to goal (``G = goal_step``).
         start_qpos, goal_qpos: ``[E, Q]`` the joint positions at the start and the goal.
         episodes: ``[E]`` the index in the goal dataset of the episode each pair comes from.
+        history_frames: uint8 ``[E, K, 3, H, W]`` the ``K`` stored frames before the start, oldest first, and
+            history_actions: ``[E, K, A]`` the stored action after each (the last one leads to the start);
+            ``None`` unless asked for (:func:`draw_pairs`'s ``history``).
     """
 
     task: str
@@ -46,6 +49,8 @@ class GoalSet:
     start_qpos: np.ndarray | None = None
     goal_qpos: np.ndarray | None = None
     episodes: np.ndarray | None = None
+    history_frames: np.ndarray | None = None
+    history_actions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.start_physics.shape[0]
@@ -95,7 +100,7 @@ def load_goals(root: str | os.PathLike, task: str, episodes: int, goal_step: int
     )
 
 
-def draw_pairs(root: str | os.PathLike, task: str, pairs: int, offset: int, seed: int) -> GoalSet:
+def draw_pairs(root: str | os.PathLike, task: str, pairs: int, offset: int, seed: int, history: int = 0) -> GoalSet:
     """``pairs`` start / goal pairs from the episodes of ``root``, the anchors' way (LeWorldModel, DINO-WM): an
     episode and a start step drawn at random, the goal the stored step ``offset`` steps later in the same
     episode. ``root`` should hold trajectories no model trained on (held-out episodes of the behaviour that
@@ -104,6 +109,11 @@ def draw_pairs(root: str | os.PathLike, task: str, pairs: int, offset: int, seed
     Args:
         root: a trajectory dataset of ``task``. pairs: how many. offset: stored steps from start to goal.
         seed: the draw's seed (the same seed gives the same pairs).
+        history: also keep the ``history`` stored frames before each start and the actions between them
+            (``GoalSet.history_frames`` / ``history_actions``), for a planner that may see what led to the start
+            (the anchors' see the start frame only). The pairs are the same for every ``history``. Before an
+            episode's first step the arm was at rest (DMControl starts episodes with zero velocity), so a step
+            before it repeats its first frame with a zero action.
 
     Raises:
         ValueError: another task, or no episode longer than ``offset``.
@@ -115,6 +125,8 @@ def draw_pairs(root: str | os.PathLike, task: str, pairs: int, offset: int, seed
                          "task that is planned in")
     if offset < 1 or pairs < 1:
         raise ValueError(f"offset and pairs must be >= 1, got {offset} and {pairs}")
+    if history < 0:
+        raise ValueError(f"history must be >= 0, got {history}")
     lengths = np.asarray(table["num_steps"], np.int64)
     usable = np.flatnonzero(lengths > offset)
     if usable.size == 0:
@@ -136,6 +148,13 @@ def draw_pairs(root: str | os.PathLike, task: str, pairs: int, offset: int, seed
     finally:
         env.close()
     episodes = [loaded[int(e)] for e in chosen]
+    before_frames = before_actions = None
+    if history:
+        steps = [[t - i for i in range(history, 0, -1)] for t in starts]  # oldest first; < 0: before the episode
+        before_frames = np.stack([np.stack([ep.frames[max(b, 0)] for b in back])
+                                  for ep, back in zip(episodes, steps)])
+        before_actions = np.stack([np.stack([ep.actions[b] if b >= 0 else np.zeros_like(ep.actions[0]) for b in back])
+                                   for ep, back in zip(episodes, steps)]).astype(np.float32)
     return GoalSet(
         task=task, camera=first.camera, size=first.frames.shape[-1],
         seeds=np.asarray([table["seed"][int(e)] for e in chosen], np.int64),
@@ -146,6 +165,7 @@ def draw_pairs(root: str | os.PathLike, task: str, pairs: int, offset: int, seed
         start_effector=np.stack(effector["start"]), goal_effector=np.stack(effector["goal"]),
         oracle_actions=np.stack([ep.actions[t:t + offset] for ep, t in zip(episodes, starts)]),
         start_qpos=np.stack(qpos["start"]), goal_qpos=np.stack(qpos["goal"]), episodes=chosen.astype(np.int64),
+        history_frames=before_frames, history_actions=before_actions,
     )
 
 
