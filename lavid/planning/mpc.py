@@ -168,8 +168,8 @@ def run_closed_loop(envs: list, agent: Agent, steps: int, progress: bool = True,
     from tqdm.auto import tqdm
 
     before_frames: list[np.ndarray] = [] if history is None else list(np.moveaxis(history[0], 1, 0))
-    before_actions: list[np.ndarray] = [] if history is None else list(np.moveaxis(history[1], 1, 0))
-    before_actions = [a.astype(np.float32) for a in before_actions]
+    before_actions: list[np.ndarray] = ([] if history is None else
+                                        [a.astype(np.float32) for a in np.moveaxis(history[1], 1, 0)])
     if len(before_frames) != len(before_actions) or any(len(b) != len(envs) for b in before_frames + before_actions):
         raise ValueError(f"history must hold K frames and K actions for each of the {len(envs)} episodes")
     frames = [np.stack([env.render() for env in envs])]
