@@ -163,16 +163,14 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
     width, cut = 0.38, False
     for offset, ((probe, ceiling, label), color) in enumerate(zip(PROBES, ("tab:blue", "tab:orange"))):
         placed = [(i + (offset - 0.5) * width, r) for i, r in enumerate(runs)]
-        bars = [(x, number(r, f"probe/{probe}_mean")) for x, r in placed
-                if number(r, f"probe/{probe}_mean") is not None]
+        bars = [(x, v) for x, r in placed if (v := number(r, f"probe/{probe}_mean")) is not None]
         axis.bar([x for x, _ in bars], [max(v, PROBE_FLOOR) for _, v in bars], width, color=color,
                  label=f"{label} probe from z")
         for x, v in bars:  # a probe far below the mean's R² 0 would hide the rest: cut, value written
             if v < PROBE_FLOOR:
                 cut = True
                 axis.text(x, PROBE_FLOOR, f"{v:.2f}", ha="center", va="bottom", fontsize=6, rotation=90)
-        tops = [(x, number(r, f"probe/{ceiling}_mean")) for x, r in placed
-                if number(r, f"probe/{ceiling}_mean") is not None]
+        tops = [(x, c) for x, r in placed if (c := number(r, f"probe/{ceiling}_mean")) is not None]
         if tops:
             axis.scatter([x for x, _ in tops], [c for _, c in tops], marker="_", s=200, color="black", zorder=3,
                          label="ceiling (true poses)" if offset == 0 else None)
