@@ -62,6 +62,7 @@ HELP = {
     "cost_steps": "cost the distance to the goal at every imagined step, or at the last one only (the reference "
                   "paper's)",
     "threshold": "success distance (0: per task, metres)",
+    "camera": "camera index or name, or a view of lavid.data.sim.VIEWS (reacher: top_close); empty: the task's default",
 }
 
 

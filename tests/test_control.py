@@ -515,6 +515,23 @@ def test_evals_plan_anchors_protocol_writes_the_issue_columns_and_reuses_rows(re
     assert replayed.returncode == 0, replayed.stderr[-2000:]
     with open(tmp_path / "history" / "results.csv", newline="") as handle:
         assert float(next(csv.DictReader(handle))["success_rate"]) == 1.0
+    # a camera the task lacks, or training data seen from another camera than the goals: stopped before any work
+    for camera, says in (("nope", "no camera 'nope'"), ("top_close", "recorded from camera 0")):
+        wrong = subprocess.run(command[:4] + ["--out", str(tmp_path / camera)] + command[6:] + ["--camera", camera],
+                               capture_output=True, text=True, timeout=120)
+        assert wrong.returncode == 2 and says in wrong.stderr and "Traceback" not in wrong.stderr
+        assert not (tmp_path / camera / "heldout").exists()
+    close = command[:4] + ["--out", str(tmp_path / "close")] + command[8:]  # its own data, from the closer view
+    close[close.index("0,1")] = "0"
+    built = subprocess.run(close + ["--camera", "top_close", "--methods", "replay", "--train-episodes", "2"],
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    from lavid.data.goals import episode_table
+
+    for part in ("data", "heldout"):
+        assert set(episode_table(tmp_path / "close" / part)["camera"]) == {"top_close"}
+    with open(tmp_path / "close" / "results.csv", newline="") as handle:
+        assert float(next(csv.DictReader(handle))["success_rate"]) == 1.0  # goals rendered and restored in that view
 
 
 def test_scale_points_parse():

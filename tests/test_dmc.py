@@ -207,6 +207,23 @@ def test_jaco_overview_view_renders_a_stored_state_from_a_fixed_pose(jaco):
         SimEnv("walker-walk", seed=0, size=8, camera="overview")  # views belong to their task
 
 
+def test_reacher_close_view_shows_the_same_arm_larger():
+    """``top_close``: reacher's top-down camera moved closer; the same state, the arm (yellow) about 1.36² larger."""
+    def arm_pixels(image):  # the arm is yellow: red and green high, blue low (the floor is blue, the target red)
+        r, g, b = image.astype(int)
+        return int(((r > 150) & (g > 120) & (b < 120)).sum())
+
+    counts = []
+    for camera in (0, "top_close"):
+        env = SimEnv("reacher-easy", seed=3, size=64, camera=camera)
+        env.reset()
+        for _ in range(3):
+            env.step(np.array([0.7, -0.4]))
+        counts.append(arm_pixels(env.render()))
+        env.close()
+    assert counts[0] > 0 and 1.4 < counts[1] / counts[0] < 2.6
+
+
 def test_bad_task_policy_camera_fail_before_work(tmp_path):
     result = run_script("--task", "walker-wlk", "--out", tmp_path / "a", check=False)
     assert result.returncode == 2 and "valid tasks" in result.stderr and "walker-walk" in result.stderr

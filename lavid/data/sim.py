@@ -17,12 +17,17 @@ import numpy as np
 ROBOT_TASKS = {"jaco-reach": "reach_site_features"}
 """lavid name -> dm_control.manipulation environment (rendered by us at the requested size)."""
 
-VIEWS = {"jaco-reach": {"overview": ((0.0, 0.0, 0.25), 1.1, 135.0, -30.0)}}
+_REACHER_CLOSE = ((0.0, 0.0, 0.0), 0.55, 90.0, -90.0)
+VIEWS = {"jaco-reach": {"overview": ((0.0, 0.0, 0.25), 1.1, 135.0, -30.0)},
+         "reacher-easy": {"top_close": _REACHER_CLOSE}, "reacher-hard": {"top_close": _REACHER_CLOSE}}
 """Per task, named orbit cameras (``lookat`` xyz in m, distance m, azimuth °, elevation °) for views the
 model does not define. Jaco's only fixed camera, ``front_close``, crops the arm (in about one start pose
 in six it is out of frame, and the upper arm always is): ``overview`` shows the whole arm and the
 target from every start pose. It is not the default: measured, it did not make the arm's pose linearly
-readable from the features (BENCHMARKS.md, "Jaco's camera")."""
+readable from the features (BENCHMARKS.md, "Jaco's camera"). Reacher's ``top_close`` is its fixed top-down
+camera (0.75 m up, 45° field of view: the whole 0.6 m arena) moved down to 0.55 m: the same orientation, the
+arm 1.36x larger (it reaches 0.21 m from the centre; the view's half-width is 0.228 m), the arena's walls out
+of the picture (BENCHMARKS.md, issue 34 part 7)."""
 
 JACO_CAMERA = "front_close"
 GL_BACKENDS = ("egl", "osmesa")

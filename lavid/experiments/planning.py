@@ -51,6 +51,7 @@ class PlanPreset:
     episode_len: int = 40
     heldout_episodes: int = 20
     size: int = 64
+    camera: str = ""
     success_qpos: float = 0.05
     # the earlier protocol (and the training and planner settings both share)
     episodes: int = 16
@@ -118,11 +119,13 @@ class PlanSettings:
 
 
 def build_data(out: Path, task: str, episodes: int, episode_len: int, policy: str, seed: int, repeat: int,
-               progress: bool, size: int = 64) -> None:
-    """``episodes`` episodes of ``task`` under ``policy`` into ``out`` (resumed per episode)."""
+               progress: bool, size: int = 64, camera: str = "") -> None:
+    """``episodes`` episodes of ``task`` under ``policy`` into ``out`` (resumed per episode), seen from
+    ``camera`` (a camera index or name or a :data:`lavid.data.sim.VIEWS` name; ``""``: the task's default)."""
     from lavid.data.trajectories import TaskSpec, TrajectoryConfig, build_trajectory_dataset
 
-    config = TrajectoryConfig(tasks=(TaskSpec(task, episodes, episode_len=episode_len, policy=policy),),
+    view = (int(camera) if camera.lstrip("-").isdigit() else camera) if camera else None
+    config = TrajectoryConfig(tasks=(TaskSpec(task, episodes, camera=view, episode_len=episode_len, policy=policy),),
                               action_repeat=repeat, clip_len=16 if episode_len >= 16 else episode_len,
                               stride=2, seed=seed, size=size)
     build_trajectory_dataset(str(out), config, workers=2, progress=progress)
@@ -202,7 +205,8 @@ def _prepare(p: PlanPreset, s: PlanSettings, episode_len: int, size: int):
 
     from lavid.core.threads import usable_cores
     from lavid.data.clips import open_meta
-    from lavid.data.sim import ensure_renderer
+    from lavid.data.goals import episode_table
+    from lavid.data.sim import SimEnv, ensure_renderer
     from lavid.planning.planner import PlannerConfig
 
     torch.set_num_threads(usable_cores())
@@ -212,12 +216,20 @@ def _prepare(p: PlanPreset, s: PlanSettings, episode_len: int, size: int):
                             iterations=p.iterations, horizon=p.horizon)
     planner.validate("planner")
     ensure_renderer()
+    SimEnv(s.task, seed=0, size=8, camera=p.camera or None).close()  # an unknown camera stops before any work
     data = Path(s.train_data) if s.train_data else out / "data"
     if not s.train_data:
-        build_data(data, s.task, p.train_episodes, episode_len, "random", p.seed, p.action_repeat, s.progress, size)
+        build_data(data, s.task, p.train_episodes, episode_len, "random", p.seed, p.action_repeat, s.progress, size,
+                   p.camera)
     meta = open_meta(data)
     if meta.get("kind") != "trajectory" or s.task not in meta.get("tasks", [s.task]):
         raise ValueError(f"{data} holds no {s.task} trajectories (tasks: {meta.get('tasks')})")
+    table = episode_table(data)
+    seen = sorted({c for t, c in zip(table["task"], table["camera"]) if t == s.task})
+    wanted = p.camera or str(SimEnv(s.task, seed=0, size=8).camera)
+    if seen != [wanted]:  # goals rendered from one camera, a model trained on another: a silent mismatch
+        raise ValueError(f"{data} was recorded from camera {', '.join(seen)}, the preset plans from {wanted!r} "
+                         "(--camera)")
     return out, planner, data, meta
 
 
@@ -249,7 +261,7 @@ def run_goal_episodes(p: PlanPreset, s: PlanSettings) -> Path:
     repeat = int(meta.get("action_repeat", p.action_repeat))
     goal_dir = out / "goals"  # goals as the training data was recorded: same size, same action repeat
     build_data(goal_dir, s.task, p.episodes, p.goal_steps + 1, "smooth", p.seed + 1000, repeat, s.progress,
-               int(meta.get("size", 64)))
+               int(meta.get("size", 64)), p.camera)
     goals = load_goals(goal_dir, s.task, p.episodes, p.goal_steps)
 
     latent_runs = _latent_runs(p, s, out, data)
@@ -375,7 +387,8 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
     out, planner, data, meta = _prepare(p, s, episode_len=p.episode_len, size=p.size)
     repeat, size = int(meta.get("action_repeat", p.action_repeat)), int(meta.get("size", p.size))
     heldout = out / "heldout"  # the same behaviour, a seed of its own: no model trains on these episodes
-    build_data(heldout, s.task, p.heldout_episodes, p.episode_len, "random", p.seed + 1000, repeat, s.progress, size)
+    build_data(heldout, s.task, p.heldout_episodes, p.episode_len, "random", p.seed + 1000, repeat, s.progress, size,
+               p.camera)
     pairs = draw_pairs(heldout, s.task, p.pairs, p.goal_offset, seed=p.seed, history=p.start_history)
     history = (pairs.history_frames, pairs.history_actions) if p.start_history else None
     env = SimEnv(s.task, seed=0, size=8, camera=pairs.camera)  # for the bounds and joint count only
@@ -515,7 +528,8 @@ def run_scale(p: PlanPreset, s: PlanSettings, points: list[tuple[int, int]]) -> 
     rows = []
     for episodes, steps in points:
         data = out / f"data_e{episodes}"
-        build_data(data, s.task, episodes, p.episode_len, "random", p.seed, p.action_repeat, s.progress, p.size)
+        build_data(data, s.task, episodes, p.episode_len, "random", p.seed, p.action_repeat, s.progress, p.size,
+                   p.camera)
         point = dataclasses.replace(p, train_episodes=episodes, train_steps=steps)
         where = out / f"e{episodes}_s{steps}"
         run_anchors(point, dataclasses.replace(s, out=str(where), train_data=str(data)))
