@@ -133,6 +133,36 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     assert calls == [2, 4]  # every checkpointed block ran again in the backward pass
 
 
+def test_flex_attention_gives_the_masked_predictions_gradients_and_rollouts():
+    """``attention: flex`` (a block mask, no dense tensor) against the dense boolean mask, float32, same weights:
+    the same outputs to float tolerance and the same cached imagination. (PyTorch's flex_attention has no backward
+    pass on the CPU, so the gradients' equivalence waits for a GPU: ``benchmarks/cuda_step.py`` compares the first
+    loss of both.)"""
+    torch.manual_seed(0)
+    dense = Predictor(PredictorConfig(dim=32, depth=2, num_heads=2), 16, 4, 8)
+    for p in dense.parameters():
+        torch.nn.init.normal_(p, std=0.2)  # AdaLN-zero starts every block as the identity: make attention matter
+    flexed = Predictor(PredictorConfig(dim=32, depth=2, num_heads=2, attention="flex"), 16, 4, 8)
+    flexed.load_state_dict(dense.state_dict())
+    states, cond = torch.randn(3, 6, 4, 16), torch.randn(3, 6, 8)
+    with torch.no_grad():
+        outs = [model(states, cond) for model in (dense, flexed)]
+        assert type(flexed.mask(6, torch.device("cpu"))).__name__ == "BlockMask"
+        torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
+        assert (outs[0] - states).abs().mean() > 0.1  # the blocks do something: not an identity on both sides
+    # a future step changes no earlier prediction under either rule (the block-causal rule, not full attention)
+    later = states.clone()
+    later[:, 4:] += 1.0
+    with torch.no_grad():
+        moved = flexed(later, cond)
+    torch.testing.assert_close(moved[:, :4], outs[1][:, :4], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(moved[:, 4], outs[1][:, 4], atol=1e-3)
+    rolled = [model.rollout(states[:, :2], cond[:, :5]) for model in (dense, flexed)]
+    torch.testing.assert_close(rolled[1], rolled[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="attention"):
+        PredictorConfig(attention="flash").validate("model.predictor")
+
+
 def test_noisy_kl_is_zero_at_the_prior_and_sampling_only_in_training():
     family = make_family(LatentConfig(family="noisy", dim=8, beta=1.0))
     raw = torch.zeros(5, 16)  # mean 0, log-variance 0

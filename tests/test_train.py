@@ -57,6 +57,8 @@ def losses(out: Path) -> dict[int, float]:
     ("data.frames=abc", "data.frames"),
     ("model.latent.free_bits=-0.5", "model.latent.free_bits"),
     ("model.latent.kl_warmup=1.5", "model.latent.kl_warmup"),
+    ("model.predictor.attention=flash", "model.predictor.attention"),
+    ("model.predictor.attention=flex", "model.predictor.attention"),  # no CPU backward: CUDA only
 ])
 def test_bad_config_stops_before_work_naming_the_key(tmp_path, override, named):
     out = tmp_path / "run"

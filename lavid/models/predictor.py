@@ -1,6 +1,10 @@
 """Predictor p(s_0..t, c_t) -> ŝ_t+1: a frame-causal transformer conditioned per step by AdaLN-zero.
 
 All tokens of all steps attend jointly under a block-causal mask (a token of step t sees steps <= t).
+``attention: mask`` passes that mask to ``scaled_dot_product_attention`` as a dense boolean tensor, which rules
+out the fused flash kernel on a GPU; ``attention: flex`` runs ``torch.nn.attention.flex_attention`` with the
+same rule as a block mask (compiled on CUDA, where it makes a fused kernel of it; eager elsewhere): the same
+outputs to float tolerance.
 The condition ``c_t`` of each step (a latent action, or a real action for an action-conditioned model)
 sets the shift, scale and gate of every block for that step's tokens. Gates and the output layer start
 at zero: every block is the identity at initialization and the first prediction is ŝ_t+1 = s_t.
@@ -15,6 +19,7 @@ tolerance.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +39,9 @@ class PredictorConfig:
         checkpoint_activations: in training, keep only each block's input and recompute the block in the
             backward pass (``torch.utils.checkpoint``): less activation memory for about a third more
             compute; the same loss and gradients.
+        attention: how the block-causal rule reaches the attention of a whole sequence: ``mask`` (a dense
+            boolean mask to ``scaled_dot_product_attention``) or ``flex`` (``flex_attention`` with a block
+            mask, fused when compiled on CUDA). Imagination's one-step calls need no mask either way.
     """
 
     dim: int = 192
@@ -43,6 +51,7 @@ class PredictorConfig:
     max_steps: int = 64
     predict_residual: bool = True
     checkpoint_activations: bool = False
+    attention: str = "mask"
 
     def validate(self, prefix: str = "") -> None:
         key = (prefix + ".") if prefix else ""
@@ -50,12 +59,46 @@ class PredictorConfig:
         check(self.dim % 4 == 0, f"{key}dim", "must be divisible by 4 (2D position embedding)")
         check(self.depth >= 1, f"{key}depth", "must be >= 1")
         check(self.max_steps >= 2, f"{key}max_steps", "must be >= 2")
+        check(self.attention in ("mask", "flex"), f"{key}attention", f"must be mask or flex, got {self.attention!r}")
 
 
 def frame_causal_mask(steps: int, tokens: int, device: torch.device | None = None) -> torch.Tensor:
     """``[steps*tokens, steps*tokens]`` bool, True where a query token may attend a key token."""
     step_of = torch.arange(steps, device=device).repeat_interleave(tokens)
     return step_of[:, None] >= step_of[None, :]
+
+
+def frame_causal_block_mask(steps: int, tokens: int, device: torch.device):
+    """The rule of :func:`frame_causal_mask` as a ``flex_attention`` ``BlockMask`` (no dense tensor)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def may_attend(batch, head, query, key):
+        return query // tokens >= key // tokens
+
+    length = steps * tokens
+    return create_block_mask(may_attend, B=None, H=None, Q_LEN=length, KV_LEN=length, device=device)
+
+
+@cache
+def _compiled_flex():
+    """``flex_attention`` compiled once per process: on CUDA that is what makes it a fused kernel."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch.Tensor:
+    """``flex_attention`` of ``[B, heads, L, head dim]`` q, k, v: compiled on CUDA, eager elsewhere (the CPU's
+    eager path is unfused but exact: the equivalence tests run it)."""
+    import warnings
+
+    if q.is_cuda:
+        return _compiled_flex()(q, k, v, block_mask=block_mask)
+    from torch.nn.attention.flex_attention import flex_attention
+
+    with warnings.catch_warnings():  # "called without torch.compile": intended off CUDA
+        warnings.simplefilter("ignore")
+        return flex_attention(q, k, v, block_mask=block_mask)
 
 
 class KVCache:
@@ -83,12 +126,15 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None = None,
-                block: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask, cache: KVCache | None = None, block: int = 0) -> torch.Tensor:
+        """``mask``: a boolean tensor (True: may attend), a flex ``BlockMask``, or ``None`` (every key)."""
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
         if cache is not None:
             k, v = cache.extend(block, k, v)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if mask is None or isinstance(mask, torch.Tensor):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:
+            out = flex(q, k, v, mask)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -147,12 +193,15 @@ class Predictor(nn.Module):
             nn.init.zeros_(layer.bias)
         self._masks: dict[tuple, torch.Tensor] = {}
 
-    def mask(self, steps: int, device: torch.device) -> torch.Tensor:
+    def mask(self, steps: int, device: torch.device):
+        """The block-causal rule over ``steps`` whole steps: a boolean ``[L, L]`` tensor, or a flex
+        ``BlockMask`` with ``attention: flex``."""
+        make = frame_causal_block_mask if self.config.attention == "flex" else frame_causal_mask
         if not self.cache_mask:
-            return frame_causal_mask(steps, self.num_tokens, device)
+            return make(steps, self.num_tokens, device)
         key = (steps, str(device))
         if key not in self._masks:
-            self._masks[key] = frame_causal_mask(steps, self.num_tokens, device)
+            self._masks[key] = make(steps, self.num_tokens, device)
         return self._masks[key]
 
     def forward(self, states: torch.Tensor, cond: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:

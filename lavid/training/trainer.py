@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from lavid.core.threads import usable_cores
-from lavid.core.config import to_dict
+from lavid.core.config import check, to_dict
 from lavid.data.clips import make_loader
 from lavid.data.training_data import MODEL_INPUTS, build_training_data, ensure_default_data
 from lavid.models.world_model import LatentActionWorldModel
@@ -168,6 +168,9 @@ def train(config: TrainConfig, after_training: AfterTraining | None = None) -> d
             ``lavid/train.py`` passes the probes of :mod:`lavid.metrics.training_probes` (training itself
             does not import the metrics stage).
     """
+    check(config.model.predictor.attention != "flex" or torch.cuda.is_available(), "model.predictor.attention",
+          "flex trains on CUDA only (PyTorch's flex_attention has no backward pass on the CPU); use mask here "
+          "(a run trained with flex evaluates and plans on the CPU as it is)")
     out, checkpoint = _prepare_out_dir(config)
     accelerator = _make_accelerator(config, out)
     config = _resolve_run_config(accelerator, config, out)
