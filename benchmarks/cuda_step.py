@@ -9,7 +9,8 @@ frames, or on cached features where the encoder is frozen (the path ``data_prep/
 - ``tiny``: configs/tiny.yaml's model (the default: conv encoder end to end with SIGReg, 64², 8 frames).
 
 Floating-point operations of one step are counted by ``torch.utils.flop_counter.FlopCounterMode``
-(matrix products, convolutions and attention, forward and backward); MFU = those FLOPs / median step
+(matrix products, convolutions and attention, forward and backward; with ``model.predictor.attention=flex``
+they are counted on the dense-mask path, the same arithmetic); MFU = those FLOPs / median step
 time / the GPU's dense bf16 peak (``--peak-tflops``, default 989: H100 SXM and H200). A bf16 matrix
 product of 8192³ is timed too: the ceiling this card reaches in practice. Each row also gives the first
 step's loss, so float32 and bf16 can be compared on the same weights and batch, and fails loudly on a
@@ -103,8 +104,14 @@ def measure(model, inputs: dict, precision: str, repeats: int, device: torch.dev
         sync()
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) if cuda else 0
+    # FLOPs are counted on the dense-mask path: the same arithmetic as flex (the counter does not see inside a
+    # compiled flex kernel), so MFU compares the two on one numerator
+    predictor = model.predictor
+    attention, predictor.config.attention, masks, predictor._masks = predictor.config.attention, "mask", \
+        predictor._masks, {}
     with FlopCounterMode(display=False) as counter:
         step()
+    predictor.config.attention, predictor._masks = attention, masks
     model.load_state_dict(state)  # the next variant starts from the same weights
     return {"s_per_step": statistics.median(times), "spread": (max(times) - min(times)) / statistics.median(times),
             "peak_gib": peak / 2**30, "tflop_per_step": counter.get_total_flops() / 1e12, "first_loss": first_loss}
