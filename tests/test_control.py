@@ -419,6 +419,26 @@ def test_the_simulator_as_model_reaches_held_out_goals_and_random_does_not(reach
         SimulatorAgent(envs, pairs.goal_qpos, low, high, config, seed=0, receding=4)
 
 
+@pytest.mark.parametrize("task,repeat", [("reacher-easy", 3), ("jaco-reach", 2)])
+def test_the_simulator_cost_rolls_out_what_the_environment_steps(task, repeat):
+    """The oracle's rollout (``mujoco.rollout``) and the environment's own step agree on where a sequence ends, on a
+    task with one physics step a control step (reacher) and on one with 20 (Jaco's composer task)."""
+    from lavid.data.sim import SimEnv
+    from lavid.planning.simulator_model import SimulatorCost
+
+    env = SimEnv(task, seed=0, size=8, action_repeat=repeat)
+    env.reset()
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(env.action_low, env.action_high, size=(2, 3, env.action_dim))  # [K, H, A]
+    cost = SimulatorCost([env], np.zeros((1, env.physics.model.nq)))  # reads the start state now
+    for action in actions[0]:
+        env.step(action)
+    cost.goal_qpos = env.qpos()[None]  # where the environment ended after the first candidate
+    costs = cost(torch.as_tensor(actions[None], dtype=torch.float32), torch.tensor([0]))[0]
+    assert float(costs[0]) < 1e-6 < float(costs[1])
+    env.close()
+
+
 def test_the_feature_oracle_costs_the_rendered_end_state_against_the_goal_image(reacher_goals):
     """feature_oracle: the simulator as the model, the features of the rendered end state as the cost."""
     from lavid.planning.reaching import draw_pairs, start_envs

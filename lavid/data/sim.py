@@ -194,6 +194,11 @@ class SimEnv:
         return int(self.action_low.shape[0])
 
     @property
+    def substeps(self) -> int:
+        """Physics steps per control step (reacher: 1; Jaco's composer task: 20, its action held through them)."""
+        return max(1, round(self._env.control_timestep() / self.physics.model.opt.timestep))
+
+    @property
     def control_fps(self) -> float:
         """Frames per second of the stored steps (one per ``action_repeat`` control steps)."""
         return 1.0 / (self._env.control_timestep() * self.action_repeat)

@@ -52,16 +52,24 @@ class SimulatorCost:
             mujoco.mj_getState(model, env.physics.data.ptr, state, self.kind)
             self.starts.append(state)
 
+    def roll(self, e: int, candidates: np.ndarray) -> tuple[np.ndarray, int]:
+        """Episode ``e``'s candidates ``[K, H, A]`` rolled out from its current state: the physics states after
+        every physics step ``[K, H·R, 1 + nq + nv + na]`` and ``R``, the physics steps of one planned step
+        (``action_repeat`` control steps, each the task's physics substeps, Jaco's 20: the action held as ctrl
+        through all of them, as the environment's own step does)."""
+        env = self.envs[e]
+        repeat = env.action_repeat * env.substeps
+        control = np.clip(candidates, env.action_low, env.action_high).repeat(repeat, axis=1)  # [K, H·R, A]
+        start = np.tile(self.starts[e], (control.shape[0], 1))
+        states, _ = self._rollout(self.models[e], self.scratch[e], start, control)
+        return states, repeat
+
     def __call__(self, actions: torch.Tensor, episodes: torch.Tensor) -> torch.Tensor:
         """``actions [E', K, H, A]`` for ``episodes [E']`` -> costs ``[E', K]``."""
         costs = []
         for candidates, e in zip(actions.cpu().numpy().astype(np.float64), episodes.tolist()):
-            env, model = self.envs[e], self.models[e]
-            repeat = env.action_repeat
-            control = np.clip(candidates, env.action_low, env.action_high).repeat(repeat, axis=1)  # [K, H·R, A]
-            start = np.tile(self.starts[e], (control.shape[0], 1))
-            states, _ = self._rollout(model, self.scratch[e], start, control)  # [K, H·R, 1 + nq + nv + na]
-            qpos = states[:, repeat - 1::repeat, 1:1 + model.nq]  # after each planned step: [K, H, Q]
+            states, repeat = self.roll(e, candidates)
+            qpos = states[:, repeat - 1::repeat, 1:1 + self.models[e].nq]  # after each planned step: [K, H, Q]
             distance = np.linalg.norm(qpos - self.goal_qpos[e], axis=-1)
             costs.append(distance.sum(-1) if self.every_step else distance[:, -1])
         return torch.as_tensor(np.stack(costs), dtype=torch.float32)
@@ -87,11 +95,9 @@ class FeatureSimulatorCost(SimulatorCost):
     def __call__(self, actions: torch.Tensor, episodes: torch.Tensor) -> torch.Tensor:
         costs = []
         for candidates, e in zip(actions.cpu().numpy().astype(np.float64), episodes.tolist()):
-            env, model, shadow = self.envs[e], self.models[e], self.shadows[e]
-            control = np.clip(candidates, env.action_low, env.action_high).repeat(env.action_repeat, axis=1)
-            start = np.tile(self.starts[e], (control.shape[0], 1))
-            states, _ = self._rollout(model, self.scratch[e], start, control)
-            final = states[:, -1, 1:1 + model.nq + model.nv]  # [K, Q + V] after the last control step
+            model, shadow = self.models[e], self.shadows[e]
+            states, _ = self.roll(e, candidates)
+            final = states[:, -1, 1:1 + model.nq + model.nv]  # [K, Q + V] after the last physics step
             images = []
             for state in final:
                 shadow.physics.data.qpos[:] = state[:model.nq]
