@@ -216,7 +216,9 @@ def _prepare(p: PlanPreset, s: PlanSettings, episode_len: int, size: int):
                             iterations=p.iterations, horizon=p.horizon)
     planner.validate("planner")
     ensure_renderer()
-    SimEnv(s.task, seed=0, size=8, camera=p.camera or None).close()  # an unknown camera stops before any work
+    view = SimEnv(s.task, seed=0, size=8, camera=p.camera or None)  # an unknown camera stops before any work
+    wanted = str(view.camera)  # as the episodes record it ("0", "front_close", "top_close")
+    view.close()
     data = Path(s.train_data) if s.train_data else out / "data"
     if not s.train_data:
         build_data(data, s.task, p.train_episodes, episode_len, "random", p.seed, p.action_repeat, s.progress, size,
@@ -226,7 +228,6 @@ def _prepare(p: PlanPreset, s: PlanSettings, episode_len: int, size: int):
         raise ValueError(f"{data} holds no {s.task} trajectories (tasks: {meta.get('tasks')})")
     table = episode_table(data)
     seen = sorted({c for t, c in zip(table["task"], table["camera"]) if t == s.task})
-    wanted = p.camera or str(SimEnv(s.task, seed=0, size=8).camera)
     if seen != [wanted]:  # goals rendered from one camera, a model trained on another: a silent mismatch
         raise ValueError(f"{data} was recorded from camera {', '.join(seen)}, the preset plans from {wanted!r} "
                          "(--camera)")
