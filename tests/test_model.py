@@ -133,7 +133,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     assert calls == [2, 4]  # every checkpointed block ran again in the backward pass
 
 
-def test_flex_attention_gives_the_masked_predictions_gradients_and_rollouts():
+def test_flex_attention_gives_the_masked_predictions_and_rollouts():
     """``attention: flex`` (a block mask, no dense tensor) against the dense boolean mask, float32, same weights:
     the same outputs to float tolerance and the same cached imagination. (PyTorch's flex_attention has no backward
     pass on the CPU, so the gradients' equivalence waits for a GPU: ``benchmarks/cuda_step.py`` compares the first
