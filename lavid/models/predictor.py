@@ -191,7 +191,7 @@ class Predictor(nn.Module):
         for layer in (self.final_modulation[1], self.head):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        self._masks: dict[tuple, torch.Tensor] = {}
+        self._masks: dict[tuple, object] = {}  # boolean tensors, or flex BlockMasks
 
     def mask(self, steps: int, device: torch.device):
         """The block-causal rule over ``steps`` whole steps: a boolean ``[L, L]`` tensor, or a flex
