@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lavid.data.clips import open_meta, read_rows
-from lavid.data.sim import SimEnv
+from lavid.data.sim import SimEnv, parse_camera
 
 
 @dataclass
@@ -62,8 +62,7 @@ def _arm(stored: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray |
 
 def _camera(row: dict) -> int | str:
     """An episode row's camera: an index or a name, as :class:`lavid.data.sim.SimEnv` takes it."""
-    camera = row["camera"]
-    return int(camera) if camera.lstrip("-").isdigit() else camera
+    return parse_camera(row["camera"])
 
 
 def render_state(task: str, physics: np.ndarray, target: np.ndarray | None = None, size: int = 64,

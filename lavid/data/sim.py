@@ -33,6 +33,12 @@ JACO_CAMERA = "front_close"
 GL_BACKENDS = ("egl", "osmesa")
 
 
+def parse_camera(camera: int | str) -> int | str:
+    """A camera as written in a flag or an episode row (``"0"``, ``"front_close"``) as :class:`SimEnv` takes
+    it: digits are a camera index, anything else a name."""
+    return int(camera) if isinstance(camera, str) and camera.lstrip("-").isdigit() else camera
+
+
 class SimError(Exception):
     """An unknown task, camera or a renderer that cannot start."""
 
@@ -174,8 +180,7 @@ class SimEnv:
     def _check_camera(self) -> None:
         model = self.physics.model
         names = [model.id2name(i, "camera") for i in range(model.ncam)]
-        if isinstance(self.camera, str) and self.camera.lstrip("-").isdigit():
-            self.camera = int(self.camera)
+        self.camera = parse_camera(self.camera)
         views = VIEWS.get(self.task, {})
         valid = isinstance(self.camera, int) and -1 <= self.camera < model.ncam or self.camera in names \
             or self.camera in views

@@ -122,9 +122,10 @@ def build_data(out: Path, task: str, episodes: int, episode_len: int, policy: st
                progress: bool, size: int = 64, camera: str = "") -> None:
     """``episodes`` episodes of ``task`` under ``policy`` into ``out`` (resumed per episode), seen from
     ``camera`` (a camera index or name or a :data:`lavid.data.sim.VIEWS` name; ``""``: the task's default)."""
+    from lavid.data.sim import parse_camera
     from lavid.data.trajectories import TaskSpec, TrajectoryConfig, build_trajectory_dataset
 
-    view = (int(camera) if camera.lstrip("-").isdigit() else camera) if camera else None
+    view = parse_camera(camera) if camera else None
     config = TrajectoryConfig(tasks=(TaskSpec(task, episodes, camera=view, episode_len=episode_len, policy=policy),),
                               action_repeat=repeat, clip_len=16 if episode_len >= 16 else episode_len,
                               stride=2, seed=seed, size=size)
