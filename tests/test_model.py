@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from einops import rearrange
@@ -608,8 +610,35 @@ def test_conv_encoder_gives_one_vector_a_step_and_decodes_to_frames():
     states = model.encode(clips)
     assert states.shape == (4, 6, 1, 32) and model.target_encoder is None
     assert make_decoder(model)(states).shape == clips.shape
-    with pytest.raises(ConfigError, match="encoder.checkpoint: weights files are read for arch=vit only"):
-        from_dict(ModelConfig, {"encoder": {"arch": "conv", "checkpoint": "x.pt"}})
+    with pytest.raises(ConfigError, match="encoder.checkpoint_layout: a conv encoder loads only a lavid run"):
+        from_dict(ModelConfig, {"encoder": {"arch": "conv", "checkpoint": "x.pt", "checkpoint_layout": "timm"}})
+
+
+def test_a_lavid_runs_encoder_loads_exactly_or_fails_naming_what_differs(tmp_path):
+    """``checkpoint_layout=lavid`` (or auto) reads the ``encoder.*`` tensors of a run's model.safetensors,
+    BatchNorm statistics included, from the file or from its checkpoint folder; another size is an error."""
+    from safetensors.torch import save_file
+
+    from lavid.models.encoder import load_encoder_checkpoint
+
+    torch.manual_seed(0)
+    source = LatentActionWorldModel(conv_config(0.1))
+    source.encoder.conv.projector[1].running_mean.fill_(0.25)  # statistics a trained run would have
+    step = tmp_path / "checkpoints" / "step_00000003"
+    step.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(step / "model.safetensors"))
+    frozen = conv_config(0.1, {"mode": "frozen"}).encoder
+    for where in (step / "model.safetensors", step):
+        torch.manual_seed(1)
+        encoder = FrameEncoder(dataclasses.replace(frozen, checkpoint=str(where)))
+        for name, tensor in source.encoder.state_dict().items():
+            assert torch.equal(encoder.state_dict()[name], tensor), name
+    with pytest.raises(CheckpointError, match="does not fit the encoder config"):
+        FrameEncoder(dataclasses.replace(frozen, embed_dim=16, checkpoint=str(step)))
+    with pytest.raises(CheckpointError, match="has no 'target_encoder' weights"):
+        FrameEncoder(dataclasses.replace(frozen, checkpoint=str(step), checkpoint_key="target_encoder"))
+    with pytest.raises(CheckpointError, match="without a saved lavid checkpoint"):
+        load_encoder_checkpoint(FrameEncoder(frozen), str(tmp_path / "checkpoints"), "lavid")
 
 
 def test_end_to_end_encoder_collapses_without_sigreg_and_stays_spread_with_it():

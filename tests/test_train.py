@@ -172,6 +172,26 @@ def test_feature_cache_gives_the_same_loss_as_frames(sim_data, tmp_path):
     assert ema.returncode == 2 and "data.features" in ema.stderr
 
 
+def test_a_predictor_trains_on_the_frozen_encoder_of_another_run(sim_data, tmp_path):
+    """``model.encoder.mode=frozen`` + ``checkpoint=RUN`` (layout lavid): the new run's encoder is the source
+    run's, BatchNorm statistics included, and stays so through training; a size that differs stops first."""
+    from lavid.training.runs import load_run
+
+    conv = [*TINY, f"data.data={sim_data}", "model.encoder.arch=conv", "model.encoder.conv_channels=8",
+            "model.encoder.conv_hidden=32", "steps=3", "eval_every=0", "checkpoint_every=3"]
+    source, frozen = tmp_path / "source", tmp_path / "frozen"
+    run(*conv, "model.encoder.mode=e2e", f"out_dir={source}")
+    run(*conv, "model.encoder.mode=frozen", f"model.encoder.checkpoint={source}", f"out_dir={frozen}")
+    a, b = load_run(source).model, load_run(frozen).model
+    for name, tensor in a.encoder.state_dict().items():
+        assert torch.equal(b.encoder.state_dict()[name], tensor), name
+    assert sorted(losses(frozen)) == [1, 2, 3]
+    other = run(*conv, "model.encoder.mode=frozen", "model.encoder.embed_dim=16", f"model.encoder.checkpoint={source}",
+                f"out_dir={tmp_path / 'other'}", check=False)
+    assert other.returncode != 0 and "does not fit the encoder config" in other.stderr, other.stderr[-2000:]
+    assert "Traceback" not in other.stderr and not (tmp_path / "other" / "checkpoints").exists()
+
+
 # ------------------------------------------------------------------ frame stride, action conditioning
 
 

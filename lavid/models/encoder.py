@@ -4,10 +4,12 @@ Steps are encoded independently, so the encoder is frame-causal by construction:
 depend on later frames. A tubelet of k frames enters the ViT as 3k channels, ordered channel-major
 (``c0t0, c0t1, c1t0, ...``), the flattening of a V-JEPA-style 3D patch embedding ``[D, 3, k, p, p]``.
 
-Weights load from a local file in three layouts: a timm state dict, a V-JEPA 2 checkpoint
-(``encoder``/``target_encoder`` sub-dicts, ``module.backbone.`` prefixes, 3D patch embedding) and a
-DINOv2 checkpoint (``teacher``/``backbone.`` prefixes, chunked blocks, class-token position embedding).
-Position embeddings are resampled to the configured grid.
+Weights load from a local file in four layouts: a timm state dict, a V-JEPA 2 checkpoint
+(``encoder``/``target_encoder`` sub-dicts, ``module.backbone.`` prefixes, 3D patch embedding), a
+DINOv2 checkpoint (``teacher``/``backbone.`` prefixes, chunked blocks, class-token position embedding)
+and a lavid run's own encoder (``lavid``: a run folder or one of its checkpoints, ViT or conv; with
+``mode=frozen`` a predictor trains on features another run learned). Position embeddings of the first
+three are resampled to the configured grid; a lavid encoder must match the config exactly.
 """
 
 from __future__ import annotations
@@ -56,9 +58,11 @@ class EncoderConfig:
             issue 34 part 3).
         random_shift: training clips are shifted by up to this many pixels (DrQ's augmentation,
             :mod:`lavid.data.augment`; one shift per clip); 0 turns it off. Evaluation never shifts.
-        checkpoint: local weights file, or ``None`` for random initialization.
-        checkpoint_layout: ``auto``, ``timm``, ``vjepa2`` or ``dinov2``.
-        checkpoint_key: sub-dict to read from a V-JEPA 2 checkpoint (default ``target_encoder``).
+        checkpoint: local weights file, or ``None`` for random initialization; for ``lavid`` also a run
+            folder (its latest checkpoint) or a ``checkpoints/step_*`` folder.
+        checkpoint_layout: ``auto``, ``timm``, ``vjepa2``, ``dinov2`` or ``lavid``.
+        checkpoint_key: sub-dict to read from a V-JEPA 2 checkpoint (default ``target_encoder``), or which
+            encoder of a lavid run (``encoder``, the default, or ``target_encoder`` of an EMA run).
         model_kwargs: extra keyword arguments for ``timm.create_model``.
     """
 
@@ -79,7 +83,7 @@ class EncoderConfig:
     sigreg_change: float = 0.0
     random_shift: int = 0
     checkpoint: str | None = None
-    checkpoint_layout: Literal["auto", "timm", "vjepa2", "dinov2"] = "auto"
+    checkpoint_layout: Literal["auto", "timm", "vjepa2", "dinov2", "lavid"] = "auto"
     checkpoint_key: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -100,8 +104,8 @@ class EncoderConfig:
         if self.arch == "conv":
             check(self.img_size % 8 == 0, f"{key}img_size", f"{self.img_size} is not a multiple of 8 (conv stack)")
             check(self.conv_channels >= 1 and self.conv_hidden >= 1, f"{key}conv_channels", "sizes must be >= 1")
-            check(self.checkpoint is None, f"{key}checkpoint",
-                  "weights files are read for arch=vit only (a conv encoder is trained here: mode=e2e)")
+            check(self.checkpoint is None or self.checkpoint_layout in ("auto", "lavid"), f"{key}checkpoint_layout",
+                  "a conv encoder loads only a lavid run's weights (checkpoint_layout=lavid)")
 
 
 class ConvEncoder(nn.Module):
@@ -137,6 +141,8 @@ class FrameEncoder(nn.Module):
         if config.arch == "conv":
             self.conv = ConvEncoder(config)
             self.num_tokens = 1
+            if config.checkpoint:
+                load_encoder_checkpoint(self, config.checkpoint, config.checkpoint_layout, config.checkpoint_key)
             return
         import timm
 
@@ -191,6 +197,8 @@ _PREFIXES = ("module.", "backbone.", "_orig_mod.", "encoder.", "model.")
 
 def detect_layout(raw: dict[str, Any]) -> str:
     keys = set(raw)
+    if any(k.startswith("encoder.") for k in keys) and any(k.startswith("predictor.") for k in keys):
+        return "lavid"  # a lavid world model's model.safetensors
     if {"encoder", "target_encoder"} & keys:
         return "vjepa2"
     if "teacher" in keys or any("ls1.gamma" in k or k.endswith("mask_token") for k in keys):
@@ -272,8 +280,48 @@ def _resample_pos_embed(pos: torch.Tensor, num_tokens: int) -> torch.Tensor:
     return resample_abs_pos_embed(grid, [new_side, new_side], [side, side], num_prefix_tokens=0)
 
 
+def _lavid_weights_file(path: str) -> str:
+    """A lavid run folder or ``checkpoints/step_*`` folder -> its ``model.safetensors``; a file stays."""
+    from pathlib import Path
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return path
+    if (folder / "model.safetensors").exists():
+        return str(folder / "model.safetensors")
+    from lavid.training.checkpoint import latest_checkpoint  # lazy: training imports the models
+
+    checkpoint = latest_checkpoint(folder)
+    if checkpoint is None or not (checkpoint / "model.safetensors").exists():
+        raise CheckpointError(f"encoder checkpoint {path} is a folder without a saved lavid checkpoint "
+                              "(give a run folder, a checkpoints/step_* folder or a weights file)")
+    return str(checkpoint / "model.safetensors")
+
+
+def _load_lavid_encoder(encoder: FrameEncoder, raw: dict[str, Any], path: str, key: str | None) -> None:
+    """Load a lavid run's ``<key>.*`` weights into ``encoder``, which must have the same architecture."""
+    prefix = (key or "encoder") + "."
+    state = {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
+    if not state:
+        found = sorted({k.split(".")[0] for k in raw})
+        raise CheckpointError(f"{path} has no {prefix[:-1]!r} weights (has: {', '.join(found)})")
+    target = encoder.state_dict()
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in state.items()
+                  if k in target and v.shape != target[k].shape]
+    if missing or unexpected or mismatched:
+        detail = "; ".join(mismatched[:3] + [f"missing {k}" for k in missing[:3]]
+                           + [f"unexpected {k}" for k in unexpected[:3]])
+        raise CheckpointError(f"{path}'s {prefix[:-1]} does not fit the encoder config (arch, img_size, "
+                              f"embed_dim, depth, ... must be the run's): {detail}")
+    encoder.load_state_dict(state)
+    log.info("loaded the %d tensors of %s's %s", len(state), path, prefix[:-1])
+
+
 def load_encoder_checkpoint(encoder: FrameEncoder, path: str, layout: str = "auto", key: str | None = None) -> None:
-    """Load weights from a local file into ``encoder``; fail clearly when they do not fit."""
+    """Load weights from a local file (or a lavid run folder) into ``encoder``; fail clearly when they do not fit."""
+    path = _lavid_weights_file(str(path)) if layout in ("auto", "lavid") else str(path)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -282,9 +330,17 @@ def load_encoder_checkpoint(encoder: FrameEncoder, path: str, layout: str = "aut
         if str(path).endswith(".safetensors"):
             from safetensors.torch import load_file
 
-            raw = load_file(path)
+            try:
+                raw = load_file(path)
+            except Exception as safetensors_error:
+                raise CheckpointError(f"cannot read encoder checkpoint {path}: {safetensors_error}") from None
         else:
             raise CheckpointError(f"cannot read encoder checkpoint {path}: {error}") from None
+    if layout == "lavid" or (layout == "auto" and detect_layout(raw) == "lavid"):
+        _load_lavid_encoder(encoder, raw, path, key)
+        return
+    if encoder.config.arch == "conv":
+        raise CheckpointError(f"{path} is not a lavid run's weights; a conv encoder loads only those")
     state = convert_state_dict(raw, encoder, layout, key)
     target = encoder.vit.state_dict()
     usable = {k: v for k, v in state.items() if k in target}
