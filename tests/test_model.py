@@ -633,6 +633,12 @@ def test_a_lavid_runs_encoder_loads_exactly_or_fails_naming_what_differs(tmp_pat
         encoder = FrameEncoder(dataclasses.replace(frozen, checkpoint=str(where)))
         for name, tensor in source.encoder.state_dict().items():
             assert torch.equal(encoder.state_dict()[name], tensor), name
+    # the frozen copy's states are its source's with state_norm=raw; auto layer-norms them (not e2e)
+    clips = moving_square_clips()
+    source.eval()
+    for norm, same in (("raw", True), ("auto", False)):
+        copy = LatentActionWorldModel(conv_config(0.1, {"mode": "frozen", "checkpoint": str(step), "state_norm": norm}))
+        assert torch.allclose(copy.encode(clips), source.encode(clips), atol=1e-6) == same
     with pytest.raises(CheckpointError, match="does not fit the encoder config"):
         FrameEncoder(dataclasses.replace(frozen, embed_dim=16, checkpoint=str(step)))
     with pytest.raises(CheckpointError, match="has no 'target_encoder' weights"):

@@ -64,6 +64,9 @@ class EncoderConfig:
         checkpoint_key: sub-dict to read from a V-JEPA 2 checkpoint (default ``target_encoder``), or which
             encoder of a lavid run (``encoder``, the default, or ``target_encoder`` of an EMA run).
         model_kwargs: extra keyword arguments for ``timm.create_model``.
+        state_norm: the world model's states from the encoder's tokens: ``layer_norm``, ``raw``, or ``auto``
+            (raw in ``e2e`` mode, whose SIGReg sets the tokens' scale; layer-normed otherwise). A frozen encoder
+            taken from an ``e2e`` run wants ``raw``: the space that run predicted and planned in.
     """
 
     arch: Literal["vit", "conv"] = "vit"
@@ -86,6 +89,7 @@ class EncoderConfig:
     checkpoint_layout: Literal["auto", "timm", "vjepa2", "dinov2", "lavid"] = "auto"
     checkpoint_key: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    state_norm: Literal["auto", "layer_norm", "raw"] = "auto"
 
     def validate(self, prefix: str = "") -> None:
         key = (prefix + ".") if prefix else ""

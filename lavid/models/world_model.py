@@ -104,6 +104,8 @@ class LatentActionWorldModel(nn.Module):
         self.encoder = FrameEncoder(config.encoder)
         self.frozen = config.encoder.mode == "frozen"
         self.end_to_end = config.encoder.mode == "e2e"
+        norm = config.encoder.state_norm
+        self.raw_states = norm == "raw" or (norm == "auto" and self.end_to_end)
         self.target_encoder = None
         if self.frozen:
             self.encoder.requires_grad_(False)
@@ -140,13 +142,17 @@ class LatentActionWorldModel(nn.Module):
 
     def _encode(self, frames: torch.Tensor, target: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``(states, raw encoder tokens)``, both ``[B, S, N, D]``: states are layer-normed, except in ``e2e``
-        mode, where SIGReg holds the raw tokens near N(0, I) and sets their scale (as in LeWM). Measured on
-        the default data, the raw states did better than layer-normed ones (held-out one-step ÷ copy 0.47
-        vs 0.76 for the default latent model; BENCHMARKS.md)."""
+        mode, where SIGReg holds the raw tokens near N(0, I) and sets their scale (as in LeWM), or when
+        ``encoder.state_norm=raw``. Measured on the default data, the raw states did better than layer-normed
+        ones (held-out one-step ÷ copy 0.47 vs 0.76 for the default latent model; BENCHMARKS.md)."""
         encoder = self.target_encoder if (target and self.target_encoder is not None) else self.encoder
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen and not target):
             tokens = encoder(normalize_frames(frames))
-        return (tokens if self.end_to_end else F.layer_norm(tokens, tokens.shape[-1:])), tokens
+        return self.states_of(tokens), tokens
+
+    def states_of(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens (or cached features) ``[B, S, N, D]`` -> the states the predictor works on, same shape."""
+        return tokens if self.raw_states else F.layer_norm(tokens, tokens.shape[-1:])
 
     def spread_loss(self, raw: torch.Tensor) -> torch.Tensor:
         """λ · SIGReg of raw encoder tokens ``[B, S, N, D]``, divided by N so that it is scaled per frame, plus
@@ -214,7 +220,7 @@ class LatentActionWorldModel(nn.Module):
         if features is not None:
             if not self.frozen:
                 raise ValueError("cached features need a frozen encoder (encoder.mode=frozen)")
-            states = targets = F.layer_norm(features.float(), features.shape[-1:])
+            states = targets = self.states_of(features.float())
         elif frames is not None:
             if self.training and self.config.encoder.random_shift:
                 from lavid.data.augment import random_shift

@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 GAIN_USED = 1.02
 """``eval/latent_gain`` at or above this says the predictor uses its condition (see :func:`condition_verdict`)."""
@@ -22,7 +21,7 @@ GAIN_USED = 1.02
 def held_out_states(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(context states, target states)`` ``[B, S, N, D]`` of a batch of frames or cached features."""
     if "features" in batch:
-        states = F.layer_norm(batch["features"].float(), batch["features"].shape[-1:])
+        states = model.states_of(batch["features"].float())
         return states, states
     states = model.encode(batch["frames"])
     targets = model.encode(batch["frames"], target=True) if model.target_encoder is not None else states
