@@ -561,3 +561,31 @@ def test_scale_points_parse():
     for bad in ("", "200", "200x", "x5", "2.5x3", "0x10"):
         with pytest.raises(ConfigError, match="scale"):
             parse_points(bad)
+
+
+def test_encoder_steps_train_the_predictor_on_the_frozen_encoder_of_a_first_stage(sim_data, tmp_path):
+    """``encoder_steps`` > 0: the model trains ``encoder_steps`` into ``<run>_encoder``, then the run's predictor on
+    that encoder, frozen, in the source's raw space; the run reloads without its source (its own weights hold it)."""
+    import shutil
+
+    from lavid.core.config import load_yaml
+    from lavid.experiments.planning import train_world_model
+    from lavid.training.runs import load_run
+
+    tiny = [o for o in TINY if not o.startswith(("model.encoder.", "data.frames"))]
+    overrides = [*tiny, "model.encoder.arch=conv", "model.encoder.mode=e2e", "model.encoder.img_size=32",
+                 "model.encoder.embed_dim=16", "model.encoder.conv_channels=8", "model.encoder.conv_hidden=32",
+                 "data.frames=4", "model.condition=action", "eval_every=0", "checkpoint_every=2"]
+    run_dir = tmp_path / "runs" / "action"
+    train_world_model(run_dir, sim_data, 2, overrides, seed=0, encoder_steps=2)
+    source = tmp_path / "runs" / "action_encoder"
+    encoder = load_yaml(run_dir / "config.yaml")["model"]["encoder"]
+    assert encoder["mode"] == "frozen" and encoder["state_norm"] == "raw"
+    assert encoder["checkpoint"] == str(source.resolve())
+    first = load_run(source).model.encoder.state_dict()
+    second = load_run(run_dir).model
+    for name, tensor in first.items():
+        assert torch.equal(second.encoder.state_dict()[name], tensor), name
+    assert second.raw_states and second.frozen
+    shutil.rmtree(source)
+    assert load_run(run_dir).model.frozen  # built from its own checkpoint, not the moved source

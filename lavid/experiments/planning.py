@@ -60,6 +60,7 @@ class PlanPreset:
     train_episodes: int = 80
     action_repeat: int = 4
     train_steps: int = 1000
+    encoder_steps: int = 0
     families: str = "noisy:model.latent.beta=1e-3,discrete"
     train_overrides: str = ""
     labeled_fraction: float = 0.1
@@ -86,6 +87,7 @@ class PlanPreset:
         check(self.controller_prediction >= 0, "controller-prediction",
               f"must be >= 0, got {self.controller_prediction}")
         check(self.start_history >= 0, "start-history", f"must be >= 0, got {self.start_history}")
+        check(self.encoder_steps >= 0, "encoder-steps", f"must be >= 0, got {self.encoder_steps}")
         for name in ("pairs", "goal_offset", "budget", "receding", "episode_len", "heldout_episodes", "size"):
             check(getattr(self, name) >= 1, name.replace("_", "-"), f"must be >= 1, got {getattr(self, name)}")
         check(self.receding <= self.horizon, "receding", f"must be <= horizon {self.horizon}, got {self.receding}")
@@ -132,10 +134,26 @@ def build_data(out: Path, task: str, episodes: int, episode_len: int, policy: st
     build_trajectory_dataset(str(out), config, workers=2, progress=progress)
 
 
-def train_world_model(run: Path, data: Path, steps: int, overrides: list[str], seed: int) -> None:
-    """``lavid/train.py`` on ``data`` in a process of its own (resumed from its checkpoint)."""
-    result = train_subprocess(run, steps, [f"data.data={data}", f"seed={seed}", "probe_episodes=0", "trackers=[]",
-                                           *overrides])
+def train_world_model(run: Path, data: Path, steps: int, overrides: list[str], seed: int,
+                      encoder_steps: int = 0) -> None:
+    """``lavid/train.py`` on ``data`` in a process of its own (resumed from its checkpoint).
+
+    ``encoder_steps > 0`` trains in two stages: the same model for ``encoder_steps`` into ``<run>_encoder``
+    (its encoder learns there, end to end or as configured), then ``run``'s predictor for ``steps`` on that
+    encoder, frozen (``model.encoder.mode=frozen``, the states in the source's own space). Measured on reacher:
+    the features an early run learned are a usable cost and do not degrade while the predictor trains on
+    (BENCHMARKS.md, issue 34 part 8).
+    """
+    common = [f"data.data={data}", f"seed={seed}", "probe_episodes=0", "trackers=[]", *overrides]
+    if encoder_steps:
+        from lavid.core.config import load_yaml
+
+        source = run.parent / f"{run.name}_encoder"
+        train_world_model(source, data, encoder_steps, overrides, seed)
+        mode = load_yaml(source / "config.yaml")["model"]["encoder"]["mode"]
+        common += ["model.encoder.mode=frozen", f"model.encoder.checkpoint={source.resolve()}",
+                   f"model.encoder.state_norm={'raw' if mode == 'e2e' else 'layer_norm'}"]
+    result = train_subprocess(run, steps, common)
     if result["status"] != "trained":
         raise RuntimeError(f"training {run} failed: {result['error']}")
 
@@ -169,7 +187,7 @@ def _latent_runs(p: PlanPreset, s: PlanSettings, out: Path, data: Path) -> list[
         name = "_".join([family] + [o.rpartition(".")[2].replace("=", "") for o in overrides])
         runs.append(out / "runs" / name)
         train_world_model(runs[-1], data, p.train_steps, [f"model.latent.family={family}", *overrides,
-                                                           *p.override_list()], p.seed)
+                                                           *p.override_list()], p.seed, p.encoder_steps)
     return runs
 
 
@@ -269,7 +287,8 @@ def run_goal_episodes(p: PlanPreset, s: PlanSettings) -> Path:
     latent_runs = _latent_runs(p, s, out, data)
     action_run = Path(s.action_run) if s.action_run else out / "runs" / "action"
     if not s.action_run:
-        train_world_model(action_run, data, p.train_steps, ["model.condition=action", *p.override_list()], p.seed)
+        train_world_model(action_run, data, p.train_steps, ["model.condition=action", *p.override_list()], p.seed,
+                          p.encoder_steps)
 
     env = SimEnv(goals.task, seed=0, size=8, camera=goals.camera)  # for the action bounds only
     low, high, action_dim = env.action_low, env.action_high, env.action_dim
@@ -337,7 +356,7 @@ def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: Path, a
         if not s.action_run:
             train_world_model(run, data, p.train_steps, ["model.condition=action", f"model.encoder.img_size={p.size}",
                                                          *p.override_list()],
-                              p.seed)
+                              p.seed, p.encoder_steps)
         loaded = load_run(run)
         train_episodes, _ = split_episodes(loaded.config.data.data, loaded.config.data.holdout_fraction)
         return count_transitions(train_episodes), ActionDynamics(loaded.model, None, action_dim), run
@@ -347,7 +366,7 @@ def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: Path, a
     run = out / "runs" / method
     train_world_model(run, data, p.train_steps, [f"model.latent.family={family}", f"model.encoder.img_size={p.size}",
                                                  *p.override_list(),
-                                                 *extra.get(family, [])], p.seed)
+                                                 *extra.get(family, [])], p.seed, p.encoder_steps)
     _, labels, dynamics = _controlled(p, run, action_dim, progress)
     return labels, dynamics, run
 

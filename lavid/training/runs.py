@@ -7,6 +7,7 @@ to do, never a bare traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +72,12 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Loa
         config = from_dict(TrainConfig, load_yaml(run_dir / "config.yaml"))
     except (ConfigError, OSError) as error:
         raise RunError(f"{run_dir / 'config.yaml'} cannot be read: {error}") from error
+    # every weight, a frozen encoder's included, is in the run's own checkpoint: build without reading the
+    # encoder's source file, which may have moved since the run trained
+    encoder = dataclasses.replace(config.model.encoder, checkpoint=None)
+    built = dataclasses.replace(config, model=dataclasses.replace(config.model, encoder=encoder))
     try:  # config.yaml holds the resolved model.action_dim of an action-conditioned run
-        model = build_model(config)
+        model = build_model(built)
     except ValueError as error:
         raise RunError(f"{run_dir / 'config.yaml'} does not describe a model that can be built: {error}") from error
     try:
