@@ -1,8 +1,9 @@
 """Shared helpers below every stage.
 
 Takes in: YAML files, ``key=value`` overrides, command lines. Gives out: typed, validated configs
-(:mod:`lavid.core.config`: nested dataclasses, errors that name the dotted key) and the entry points'
-logging and clean-failure helpers (:mod:`lavid.core.cli`). Imports nothing else of lavid; every stage may
+(:mod:`lavid.core.config`: nested dataclasses, errors that name the dotted key), the entry points'
+logging and clean-failure helpers (:mod:`lavid.core.cli`) and where a run keeps its checkpoints
+(:mod:`lavid.core.run_folders`). Imports nothing else of lavid; every stage may
 import it. Light (no torch), so its exports are imported eagerly.
 """
 

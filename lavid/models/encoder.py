@@ -293,13 +293,13 @@ def _lavid_weights_file(path: str) -> str:
         return path
     if (folder / "model.safetensors").exists():
         return str(folder / "model.safetensors")
-    # a run folder: its last complete checkpoints/step_<8 digits> (the trainer's layout; a .tmp one is unfinished)
-    saved = sorted(p for p in (folder / "checkpoints").glob("step_*")
-                   if not p.name.endswith(".tmp") and (p / "model.safetensors").exists())
-    if not saved:
+    from lavid.core.run_folders import latest_checkpoint
+
+    checkpoint = latest_checkpoint(folder)
+    if checkpoint is None or not (checkpoint / "model.safetensors").exists():
         raise CheckpointError(f"encoder checkpoint {path} is a folder without a saved lavid checkpoint "
                               "(give a run folder, a checkpoints/step_* folder or a weights file)")
-    return str(saved[-1] / "model.safetensors")
+    return str(checkpoint / "model.safetensors")
 
 
 def _load_lavid_encoder(encoder: FrameEncoder, raw: dict[str, Any], path: str, key: str | None) -> None:

@@ -15,29 +15,14 @@ from typing import Any
 
 import torch
 
-STATE_FILE = "trainer_state.json"
-LATEST = "latest"
+from lavid.core.run_folders import LATEST, STATE_FILE, checkpoint_root, latest_checkpoint
+
+__all__ = ["LATEST", "STATE_FILE", "CheckpointMissing", "checkpoint_root", "latest_checkpoint", "load_checkpoint",
+           "save_checkpoint"]
 
 
 class CheckpointMissing(Exception):
     """``resume=true`` but the run folder has no complete checkpoint."""
-
-
-def checkpoint_root(out_dir: str | os.PathLike) -> Path:
-    return Path(out_dir) / "checkpoints"
-
-
-def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint folder of a run, or ``None``."""
-    root = checkpoint_root(out_dir)
-    pointer = root / LATEST
-    if pointer.exists():
-        path = root / pointer.read_text().strip()
-        if (path / STATE_FILE).exists():
-            return path
-    complete = sorted(p for p in root.glob("step_*") if p.is_dir() and (p / STATE_FILE).exists()
-                      and not p.name.endswith(".tmp"))
-    return complete[-1] if complete else None
 
 
 def _write_atomic(path: Path, text: str) -> None:
