@@ -12,6 +12,8 @@ from pathlib import Path
 
 STATE_FILE = "trainer_state.json"
 LATEST = "latest"
+WEIGHTS = "model.safetensors"
+"""The model's weights in a checkpoint folder (accelerate's name for them)."""
 
 
 def checkpoint_root(out_dir: str | os.PathLike) -> Path:

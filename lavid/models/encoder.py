@@ -288,18 +288,16 @@ def _lavid_weights_file(path: str) -> str:
     """A lavid run folder or ``checkpoints/step_*`` folder -> its ``model.safetensors``; a file stays."""
     from pathlib import Path
 
+    from lavid.core.run_folders import WEIGHTS, latest_checkpoint
+
     folder = Path(path)
     if not folder.is_dir():
         return path
-    if (folder / "model.safetensors").exists():
-        return str(folder / "model.safetensors")
-    from lavid.core.run_folders import latest_checkpoint
-
-    checkpoint = latest_checkpoint(folder)
-    if checkpoint is None or not (checkpoint / "model.safetensors").exists():
+    checkpoint = folder if (folder / WEIGHTS).exists() else latest_checkpoint(folder)
+    if checkpoint is None or not (checkpoint / WEIGHTS).exists():
         raise CheckpointError(f"encoder checkpoint {path} is a folder without a saved lavid checkpoint "
                               "(give a run folder, a checkpoints/step_* folder or a weights file)")
-    return str(checkpoint / "model.safetensors")
+    return str(checkpoint / WEIGHTS)
 
 
 def _load_lavid_encoder(encoder: FrameEncoder, raw: dict[str, Any], path: str, key: str | None) -> None:

@@ -16,10 +16,10 @@ import torch
 
 from lavid.core.config import ConfigError, from_dict, load_yaml
 from lavid.models.world_model import LatentActionWorldModel
+from lavid.core.run_folders import WEIGHTS
 from lavid.training.checkpoint import STATE_FILE, latest_checkpoint
 from lavid.training.train_config import TrainConfig, build_model
 
-WEIGHTS = "model.safetensors"
 
 
 class RunError(Exception):
