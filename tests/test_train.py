@@ -123,6 +123,25 @@ def test_resume_after_kill_continues_the_same_curve(sim_data, tmp_path):
         assert resumed[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
 
 
+
+def test_weights_checkpoint_finds_the_newest_complete_checkpoint_with_weights(tmp_path):
+    from lavid.core.run_folders import LATEST, STATE_FILE, WEIGHTS, weights_checkpoint
+
+    root = tmp_path / "run" / "checkpoints"
+    for name, files in [("step_00000004", (STATE_FILE, WEIGHTS)), ("step_00000008", (STATE_FILE, WEIGHTS)),
+                        ("step_00000012", (WEIGHTS,))]:  # step 12 was killed before its state was written
+        (root / name).mkdir(parents=True)
+        for file in files:
+            (root / name / file).write_text("{}")
+    assert weights_checkpoint(tmp_path / "run") == root / "step_00000008"
+    assert weights_checkpoint(root / "step_00000004") == root / "step_00000004"  # a step folder names itself
+    (root / LATEST).write_text("step_00000004")
+    assert weights_checkpoint(tmp_path / "run") == root / "step_00000004"  # the pointer wins when complete
+    (root / "step_00000004" / WEIGHTS).unlink()
+    (root / LATEST).unlink()
+    (root / "step_00000008" / WEIGHTS).unlink()
+    assert weights_checkpoint(tmp_path / "run") is None  # the newest complete one has no weights
+    assert weights_checkpoint(tmp_path / "elsewhere") is None
 def test_two_cpu_processes_match_one_process_with_the_same_global_batch(sim_data, tmp_path):
     # a ViT encoder: the default conv encoder's BatchNorm keeps per-process statistics on CPU (no SyncBatchNorm)
     common = [*TINY, f"data.data={sim_data}", "steps=3", "eval_every=0", "checkpoint_every=0",

@@ -31,3 +31,13 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     complete = sorted(p for p in root.glob("step_*") if p.is_dir() and (p / STATE_FILE).exists()
                       and not p.name.endswith(".tmp"))
     return complete[-1] if complete else None
+
+
+def weights_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """The checkpoint folder whose weights a path names: ``folder`` itself when it holds :data:`WEIGHTS` (a
+    ``checkpoints/step_*`` folder), else the run's newest complete checkpoint with weights; ``None`` if neither."""
+    folder = Path(folder)
+    if (folder / WEIGHTS).exists():
+        return folder
+    checkpoint = latest_checkpoint(folder)
+    return checkpoint if checkpoint is not None and (checkpoint / WEIGHTS).exists() else None

@@ -288,13 +288,13 @@ def _lavid_weights_file(path: str) -> str:
     """A lavid run folder or ``checkpoints/step_*`` folder -> its ``model.safetensors``; a file stays."""
     from pathlib import Path
 
-    from lavid.core.run_folders import WEIGHTS, latest_checkpoint
+    from lavid.core.run_folders import WEIGHTS, weights_checkpoint
 
     folder = Path(path)
     if not folder.is_dir():
         return path
-    checkpoint = folder if (folder / WEIGHTS).exists() else latest_checkpoint(folder)
-    if checkpoint is None or not (checkpoint / WEIGHTS).exists():
+    checkpoint = weights_checkpoint(folder)
+    if checkpoint is None:
         raise CheckpointError(f"encoder checkpoint {path} is a folder without a saved lavid checkpoint "
                               "(give a run folder, a checkpoints/step_* folder or a weights file)")
     return str(checkpoint / WEIGHTS)

@@ -15,9 +15,8 @@ from pathlib import Path
 import torch
 
 from lavid.core.config import ConfigError, from_dict, load_yaml
+from lavid.core.run_folders import STATE_FILE, WEIGHTS, weights_checkpoint
 from lavid.models.world_model import LatentActionWorldModel
-from lavid.core.run_folders import WEIGHTS
-from lavid.training.checkpoint import STATE_FILE, latest_checkpoint
 from lavid.training.train_config import TrainConfig, build_model
 
 
@@ -50,8 +49,8 @@ def find_run(path: str | os.PathLike) -> tuple[Path, Path]:
         return path.parent.parent, path
     if not (path / "config.yaml").exists():
         raise RunError(f"{path} is not a training run (no config.yaml); pass the out_dir of lavid/train.py")
-    checkpoint = latest_checkpoint(path)
-    if checkpoint is None or not (checkpoint / WEIGHTS).exists():
+    checkpoint = weights_checkpoint(path)
+    if checkpoint is None:
         raise RunError(f"run {path} has no complete checkpoint yet; train it (or resume=true) until one is saved")
     return path, checkpoint
 
