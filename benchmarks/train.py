@@ -6,7 +6,10 @@
    of each, side by side in this run. (The cache's one-off encoding time is printed too.)
 
 Usage:
-    python benchmarks/train.py [--steps 40] [--data data/mix]
+    python benchmarks/train.py [--steps 40] [--data data/mix] [--only-cache] [KEY=VALUE ...]
+
+Trailing ``KEY=VALUE`` overrides apply to every job (e.g. the planning preset's predictor and a frozen encoder
+from another run: ``model.encoder.checkpoint=RUN model.encoder.state_norm=raw``); ``--only-cache`` skips part 1.
 """
 
 from __future__ import annotations
@@ -39,14 +42,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--data", default="data/mix")
+    parser.add_argument("--only-cache", action="store_true", help="skip the default job (part 1)")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides of every job")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lavid-bench-train-"))
     common = [f"data.data={args.data}", f"steps={args.steps}", "eval_every=0", "checkpoint_every=0",
-              "progress=false", f"log_every={args.steps}"]
+              "progress=false", f"log_every={args.steps}", *args.overrides]
     try:
-        clips, peak = run_job([*common, f"out_dir={work / 'default'}"])
-        print(f"default job (tiny.yaml, EMA encoder), {args.steps} steps: {clips:.2f} clips/s, "
-              f"peak RSS {peak:.2f} GiB")
+        if not args.only_cache:
+            clips, peak = run_job([*common, f"out_dir={work / 'default'}"])
+            print(f"default job (tiny.yaml, EMA encoder), {args.steps} steps: {clips:.2f} clips/s, "
+                  f"peak RSS {peak:.2f} GiB")
         frozen = [*common, "model.encoder.mode=frozen"]
         start = time.perf_counter()
         subprocess.run([sys.executable, str(ROOT / "data_prep" / "encode.py"), "--out", str(work / "cache"),

@@ -52,6 +52,8 @@ HELP = {
     "episodes": "goal episodes planned at once", "goal_steps": "stored steps from start to goal",
     "mpc_steps": "steps each method acts (0: --goal-steps)", "train_episodes": "white-noise training episodes to build",
     "train_steps": "world-model training steps",
+    "feature_cache": "true: with --encoder-steps, encode the data once with the frozen encoder and train the "
+                     "predictor from those features (false: encode every batch's frames)",
     "families": "latent families to train and compare, each FAMILY[:KEY=VALUE;KEY=VALUE] (config overrides of "
                 "that run)",
     "train_overrides": "config overrides of every world model trained here, 'key=value;key=value'",

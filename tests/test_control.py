@@ -589,3 +589,61 @@ def test_encoder_steps_train_the_predictor_on_the_frozen_encoder_of_a_first_stag
     assert second.raw_states and second.frozen
     shutil.rmtree(source)
     assert load_run(run_dir).model.frozen  # built from its own checkpoint, not the moved source
+
+
+def test_feature_cache_trains_the_second_stage_from_features_encoded_once(sim_data, tmp_path):
+    """``feature_cache``: the frozen source encoder encodes the data once into ``<run>_encoder/features``; the
+    predictor trains from it (``data.features``) to the same first loss as from frames; the cache is kept while
+    the encoder matches and rebuilt when another encoder made it."""
+    import json
+    import shutil
+
+    from lavid.core.cli import DEFAULT_CONFIG
+    from lavid.core.config import load_config, load_yaml
+    from lavid.data.store import read_meta
+    from lavid.experiments.planning import train_world_model
+    from lavid.training.feature_cache import ensure_feature_cache
+    from lavid.training.train_config import TrainConfig
+
+    tiny = [o for o in TINY if not o.startswith(("model.encoder.", "data.frames"))]
+    overrides = [*tiny, "model.encoder.arch=conv", "model.encoder.mode=e2e", "model.encoder.img_size=32",
+                 "model.encoder.embed_dim=16", "model.encoder.conv_channels=8", "model.encoder.conv_hidden=32",
+                 "data.frames=4", "model.condition=action", "eval_every=0", "checkpoint_every=2"]
+    cached, frames = tmp_path / "runs" / "action", tmp_path / "frames" / "action"
+    train_world_model(cached, sim_data, 2, overrides, seed=0, encoder_steps=2, feature_cache=True)
+    cache = tmp_path / "runs" / "action_encoder" / "features"
+    meta = read_meta(cache)
+    assert meta["complete"] and meta["action_dim"] > 0  # the action-conditioned predictor needs the actions
+    assert load_yaml(cached / "config.yaml")["data"]["features"] == str(cache.resolve())
+    frames.parent.mkdir()
+    shutil.copytree(tmp_path / "runs" / "action_encoder", frames.parent / "action_encoder",
+                    ignore=shutil.ignore_patterns("features"))
+    train_world_model(frames, sim_data, 2, overrides, seed=0, encoder_steps=2)  # the same source, frames
+    assert load_yaml(frames / "config.yaml")["data"]["features"] is None
+
+    def first_loss(run):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+        return rows[0]["loss"]
+
+    assert first_loss(cached) == pytest.approx(first_loss(frames), rel=1e-4)
+    source = load_yaml(cached / "config.yaml")["model"]["encoder"]["checkpoint"]
+    same = load_config(TrainConfig, DEFAULT_CONFIG, [*overrides, f"data.data={sim_data}", "seed=0",
+                                                     "model.encoder.mode=frozen", "model.encoder.state_norm=raw",
+                                                     f"model.encoder.checkpoint={source}"])
+    assert not ensure_feature_cache(same, str(cache), progress=False)  # kept: the same encoder made it
+    other = load_config(TrainConfig, DEFAULT_CONFIG, [*overrides, f"data.data={sim_data}", "seed=3",
+                                                      "model.encoder.mode=frozen"])
+    assert ensure_feature_cache(other, str(cache), progress=False)  # another encoder: rebuilt
+    assert read_meta(cache)["encoder"] != meta["encoder"]
+    # a run folder trained with other settings is not reused as if it were the one asked for
+    with pytest.raises(RuntimeError, match=r"other settings: seed 0 \(asked 1\)"):
+        train_world_model(cached, sim_data, 2, overrides, seed=1, encoder_steps=2, feature_cache=True)
+
+
+def test_each_controller_setting_gets_its_own_folder_so_another_fit_is_never_reused():
+    from lavid.experiments.planning import PlanPreset, controller_folder
+
+    assert controller_folder(PlanPreset()) == "controller"
+    assert controller_folder(PlanPreset(labeled_fraction=1.0)) == "controller_labels1"
+    assert controller_folder(PlanPreset(controller_prediction=1.0)) == "controller_prediction1"  # the earlier name
+    assert controller_folder(PlanPreset(controller="mlp", controller_steps=200)) == "controller_mlp_steps200"

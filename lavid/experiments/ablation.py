@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,22 +198,9 @@ def prepare_encoder(config, budget: Budget, paths: SweepPaths, progress: bool) -
 
 def prepare_features(config, paths: SweepPaths, progress: bool) -> None:
     """Encode the data once with the shared frozen encoder (kept if it matches)."""
-    from lavid.data.store import read_meta
-    from lavid.models.encoder import encoder_fingerprint
-    from lavid.training.feature_cache import build_feature_cache
-    from lavid.training.train_config import build_model
-    from accelerate.utils import set_seed
+    from lavid.training.feature_cache import ensure_feature_cache
 
-    meta = read_meta(paths.features)
-    if meta and meta.get("complete"):
-        set_seed(config.seed)
-        fingerprint = encoder_fingerprint(build_model(config).encoder)
-        if (meta.get("encoder") == fingerprint and meta.get("data") == config.data.data
-                and int(meta.get("frame_stride", 1)) == config.data.frame_stride):
-            return
-        log.info("feature cache %s was made by another encoder, data or frame stride; rebuilding it", paths.features)
-        shutil.rmtree(paths.features)
-    build_feature_cache(config, str(paths.features), progress=progress)
+    ensure_feature_cache(config, str(paths.features), progress=progress)
 
 
 def evaluate_run(spec: RunSpec, paths: SweepPaths, budget: Budget, clips: dict, decoder_factory, lpips,

@@ -13,6 +13,7 @@ actions that reached the goal. The settings are a preset of ``configs/experiment
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Literal
 
 from lavid.core.config import check
 from lavid.experiments.results import cell, markdown_table, write_results
-from lavid.experiments.runner import train_subprocess
+from lavid.experiments.runner import train_subprocess, trained_steps
+
+log = logging.getLogger(__name__)
 
 THRESHOLD = {"jaco-reach": 0.05, "reacher-easy": 0.02, "reacher-hard": 0.02}
 """Success distance in metres (Jaco: 5 cm of the pinch site; reacher: 2 cm of the fingertip)."""
@@ -61,6 +64,7 @@ class PlanPreset:
     action_repeat: int = 4
     train_steps: int = 1000
     encoder_steps: int = 0
+    feature_cache: bool = False
     families: str = "noisy:model.latent.beta=1e-3,discrete"
     train_overrides: str = ""
     labeled_fraction: float = 0.1
@@ -135,14 +139,16 @@ def build_data(out: Path, task: str, episodes: int, episode_len: int, policy: st
 
 
 def train_world_model(run: Path, data: Path, steps: int, overrides: list[str], seed: int,
-                      encoder_steps: int = 0) -> None:
+                      encoder_steps: int = 0, feature_cache: bool = False) -> None:
     """``lavid/train.py`` on ``data`` in a process of its own (resumed from its checkpoint).
 
     ``encoder_steps > 0`` trains in two stages: the same model for ``encoder_steps`` into ``<run>_encoder``
     (its encoder learns there, end to end or as configured), then ``run``'s predictor for ``steps`` on that
     encoder, frozen (``model.encoder.mode=frozen``, the states in the source's own space). Measured on reacher:
     the features an early run learned are a usable cost and do not degrade while the predictor trains on
-    (BENCHMARKS.md, issue 34 part 8).
+    (BENCHMARKS.md, issue 34 part 8). ``feature_cache`` (two stages only): the data encoded once by the frozen
+    encoder into ``<run>_encoder/features`` (:func:`~lavid.training.feature_cache.ensure_feature_cache`, kept
+    while it matches), and the predictor trained from it instead of frames.
     """
     common = [f"data.data={data}", f"seed={seed}", "probe_episodes=0", "trackers=[]", *overrides]
     if encoder_steps:
@@ -153,9 +159,41 @@ def train_world_model(run: Path, data: Path, steps: int, overrides: list[str], s
         mode = load_yaml(source / "config.yaml")["model"]["encoder"]["mode"]
         common += ["model.encoder.mode=frozen", f"model.encoder.checkpoint={source.resolve()}",
                    f"model.encoder.state_norm={'raw' if mode == 'e2e' else 'layer_norm'}"]
+        if feature_cache and trained_steps(run) < steps:
+            from lavid.core.cli import DEFAULT_CONFIG
+            from lavid.core.config import load_config
+            from lavid.training.feature_cache import ensure_feature_cache
+            from lavid.training.train_config import TrainConfig
+
+            cache = source / "features"
+            if ensure_feature_cache(load_config(TrainConfig, DEFAULT_CONFIG, common), str(cache), progress=False):
+                log.info("encoded %s with %s's frozen encoder into %s", data, source.name, cache)
+            common.append(f"data.features={cache.resolve()}")
+    _check_same_model(run, common)
     result = train_subprocess(run, steps, common)
     if result["status"] != "trained":
         raise RuntimeError(f"training {run} failed: {result['error']}")
+
+
+def _check_same_model(run: Path, overrides: list[str]) -> None:
+    """Stop when ``run`` already holds a model trained with other settings than ``overrides`` ask for (e.g.
+    another ``--families`` β into the same ``--out``): it would otherwise be reused as if it were the one asked."""
+    from lavid.core.cli import DEFAULT_CONFIG
+    from lavid.core.config import flatten, load_config, load_yaml, to_dict
+    from lavid.training.train_config import TrainConfig
+
+    if not (run / "config.yaml").exists() or not trained_steps(run):
+        return
+    wanted = to_dict(load_config(TrainConfig, DEFAULT_CONFIG, overrides))
+    have = load_yaml(run / "config.yaml")
+    keys = {k: v for k, v in flatten({"model": wanted["model"]}).items() if k != "model.action_dim"}  # resolved later
+    keys.update({f"data.{k}": wanted["data"][k] for k in ("data", "frames", "frame_stride")}, seed=wanted["seed"])
+    present = {**flatten({"model": have.get("model", {}), "data": have.get("data", {})}), "seed": have.get("seed")}
+    differ = [f"{key} {present[key]!r} (asked {value!r})" for key, value in keys.items()
+              if key in present and present[key] != value]  # a key the run's version did not have: its default
+    if differ:
+        raise RuntimeError(f"{run} holds a model trained with other settings: {'; '.join(differ[:4])}; remove it "
+                           "or plan into another --out")
 
 
 def write_gif(path: Path, frames, goal) -> None:
@@ -187,8 +225,21 @@ def _latent_runs(p: PlanPreset, s: PlanSettings, out: Path, data: Path) -> list[
         name = "_".join([family] + [o.rpartition(".")[2].replace("=", "") for o in overrides])
         runs.append(out / "runs" / name)
         train_world_model(runs[-1], data, p.train_steps, [f"model.latent.family={family}", *overrides,
-                                                           *p.override_list()], p.seed, p.encoder_steps)
+                                                           *p.override_list()], p.seed, p.encoder_steps,
+                          p.feature_cache)
     return runs
+
+
+def controller_folder(p: PlanPreset) -> str:
+    """The run's subfolder of the controller ``p`` asks for: ``controller``, plus each setting that differs from
+    :class:`PlanPreset`'s default (``controller_labels1_mlp``), so that other labels or another controller are
+    fit anew instead of reusing one fit with other settings."""
+    default = PlanPreset()
+    parts = [f"labels{p.labeled_fraction:g}" if p.labeled_fraction != default.labeled_fraction else "",
+             p.controller if p.controller != default.controller else "",
+             f"steps{p.controller_steps}" if p.controller_steps != default.controller_steps else "",
+             f"prediction{p.controller_prediction:g}" if p.controller_prediction else ""]
+    return "_".join(["controller", *[part for part in parts if part]])
 
 
 def _controlled(p: PlanPreset, run: Path, action_dim: int, progress: bool):
@@ -198,8 +249,7 @@ def _controlled(p: PlanPreset, run: Path, action_dim: int, progress: bool):
     from lavid.planning.fit_controller import ControllerTrainConfig, load_controller, train_controller
     from lavid.training.runs import load_run
 
-    controller_dir = run / ("controller" if not p.controller_prediction else
-                            f"controller_prediction{p.controller_prediction:g}")
+    controller_dir = run / controller_folder(p)
     if not (controller_dir / "metrics.json").exists():
         train_controller(ControllerTrainConfig(
             run=str(run), out_dir=str(controller_dir), labeled_fraction=p.labeled_fraction,
@@ -288,7 +338,7 @@ def run_goal_episodes(p: PlanPreset, s: PlanSettings) -> Path:
     action_run = Path(s.action_run) if s.action_run else out / "runs" / "action"
     if not s.action_run:
         train_world_model(action_run, data, p.train_steps, ["model.condition=action", *p.override_list()], p.seed,
-                          p.encoder_steps)
+                          p.encoder_steps, p.feature_cache)
 
     env = SimEnv(goals.task, seed=0, size=8, camera=goals.camera)  # for the action bounds only
     low, high, action_dim = env.action_low, env.action_high, env.action_dim
@@ -356,7 +406,7 @@ def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: Path, a
         if not s.action_run:
             train_world_model(run, data, p.train_steps, ["model.condition=action", f"model.encoder.img_size={p.size}",
                                                          *p.override_list()],
-                              p.seed, p.encoder_steps)
+                              p.seed, p.encoder_steps, p.feature_cache)
         loaded = load_run(run)
         train_episodes, _ = split_episodes(loaded.config.data.data, loaded.config.data.holdout_fraction)
         return count_transitions(train_episodes), ActionDynamics(loaded.model, None, action_dim), run
@@ -365,8 +415,8 @@ def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: Path, a
              for e in p.families.split(",") if e}
     run = out / "runs" / method
     train_world_model(run, data, p.train_steps, [f"model.latent.family={family}", f"model.encoder.img_size={p.size}",
-                                                 *p.override_list(),
-                                                 *extra.get(family, [])], p.seed, p.encoder_steps)
+                                                 *p.override_list(), *extra.get(family, [])],
+                      p.seed, p.encoder_steps, p.feature_cache)
     _, labels, dynamics = _controlled(p, run, action_dim, progress)
     return labels, dynamics, run
 

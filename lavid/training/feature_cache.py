@@ -91,3 +91,24 @@ def build_feature_cache(config, out: str, batch_size: int = 16, device: str | No
             "shape": list(shape), "counts": {"clips": len(datasets.load_from_disk(str(target)))}, "complete": True}
     (out_path / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def ensure_feature_cache(config, out: str, progress: bool = True) -> bool:
+    """The feature cache of ``config`` at ``out``: kept when a complete one there was made by the same encoder
+    weights, data and frame stride, else (re)built with :func:`build_feature_cache`. Returns whether it built."""
+    from accelerate.utils import set_seed
+
+    from lavid.data.store import read_meta
+    from lavid.models.encoder import FrameEncoder
+
+    meta = read_meta(out)
+    if meta and meta.get("complete"):
+        set_seed(config.seed)  # the encoder as build_feature_cache and lavid/train.py build it (first, after the seed)
+        fingerprint = encoder_fingerprint(FrameEncoder(config.model.encoder))
+        if (meta.get("encoder") == fingerprint and meta.get("data") == config.data.data
+                and int(meta.get("frame_stride", 1)) == config.data.frame_stride):
+            return False
+        log.info("feature cache %s was made by another encoder, data or frame stride; rebuilding it", out)
+        shutil.rmtree(out)
+    build_feature_cache(config, out, progress=progress)
+    return True

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from lavid.core.threads import usable_cores
-from lavid.core.config import check, to_dict
+from lavid.core.config import check, flatten, to_dict
 from lavid.data.clips import make_loader
 from lavid.data.training_data import MODEL_INPUTS, build_training_data, ensure_default_data
 from lavid.models.world_model import LatentActionWorldModel
@@ -116,20 +116,10 @@ def _start_trackers(accelerator, config: TrainConfig, out: Path) -> None:
         return
     accelerator.init_trackers("lavid", init_kwargs={"wandb": {"name": out.name}, "mlflow": {"run_name": out.name}})
     flat = {key: value if isinstance(value, (int, float, str, bool)) else str(value)
-            for key, value in _flatten(to_dict(config)).items()}
+            for key, value in flatten(to_dict(config)).items()}
     for tracker in accelerator.trackers:
         if tracker.name != "tensorboard":
             tracker.store_init_configuration(flat)
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _scalars(out: dict[str, Any]) -> dict[str, torch.Tensor]:
