@@ -159,17 +159,17 @@ def train_world_model(run: Path, data: Path, steps: int, overrides: list[str], s
         mode = load_yaml(source / "config.yaml")["model"]["encoder"]["mode"]
         common += ["model.encoder.mode=frozen", f"model.encoder.checkpoint={source.resolve()}",
                    f"model.encoder.state_norm={'raw' if mode == 'e2e' else 'layer_norm'}"]
-        if feature_cache and trained_steps(run) < steps:
-            from lavid.core.cli import DEFAULT_CONFIG
-            from lavid.core.config import load_config
-            from lavid.training.feature_cache import ensure_feature_cache
-            from lavid.training.train_config import TrainConfig
+    _check_same_model(run, common)  # before any work, the feature cache's included
+    if encoder_steps and feature_cache and trained_steps(run) < steps:
+        from lavid.core.cli import DEFAULT_CONFIG
+        from lavid.core.config import load_config
+        from lavid.training.feature_cache import ensure_feature_cache
+        from lavid.training.train_config import TrainConfig
 
-            cache = source / "features"
-            if ensure_feature_cache(load_config(TrainConfig, DEFAULT_CONFIG, common), str(cache), progress=False):
-                log.info("encoded %s with %s's frozen encoder into %s", data, source.name, cache)
-            common.append(f"data.features={cache.resolve()}")
-    _check_same_model(run, common)
+        cache = source / "features"
+        if ensure_feature_cache(load_config(TrainConfig, DEFAULT_CONFIG, common), str(cache), progress=False):
+            log.info("encoded %s with %s's frozen encoder into %s", data, source.name, cache)
+        common.append(f"data.features={cache.resolve()}")
     result = train_subprocess(run, steps, common)
     if result["status"] != "trained":
         raise RuntimeError(f"training {run} failed: {result['error']}")
