@@ -26,6 +26,15 @@ Columns, averaged over pairs:
 oracle's view of one round of samples): ``Spearman, true frames`` and ``chosen, true frames`` then say how well
 the features alone would rank the candidates, so that the gap to the imagined columns is the dynamics' share.
 
+A latent-action run (``model.condition=latent``) imagines through its controller (``RUN/--controller``), as
+``evals/plan.py`` plans with it. ``--idm-candidates N`` separates the controller from the world model: the first
+``N`` candidates (the stored one and ``N − 1`` random ones) are also rolled out in MuJoCo step by step, every
+step rendered, and the world model imagines each from the start image with the IDM's latents of its true frames
+(the latents the model was trained with, instead of the controller's guess of them); the second table then
+gives, on the same ``N − 1`` random candidates, the Spearman and the model's pick with the controller's latents
+and with the IDM's (an action-conditioned run: its own actions in both columns). A latent world model that ranks
+well from the IDM's latents and badly from the controller's loses its ranking in the controller.
+
 ``--context 2`` gives the model the stored frame before the start and the action taken from it (what the
 planner sees from its second plan on: the velocity, which one image does not show); pairs that start at
 an episode's first step are then left out.
@@ -33,12 +42,14 @@ an episode's first step are then left out.
 Usage:
     python benchmarks/sequence_ranking.py --heldout OUT/heldout --runs RUN [RUN ...] [--pairs 50]
         [--candidates 300] [--goal-offset 5] [--context 1|2] [--render] [--task reacher-easy] [--action-repeat 10]
+        [--controller controller] [--idm-candidates 100] [--idm-cache FILE.npz]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,7 +60,7 @@ from lavid.planning.cost_ranking import spearman
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--heldout", required=True, help="held-out trajectories (evals/plan.py's OUT/heldout)")
-    parser.add_argument("--runs", nargs="+", required=True, help="trained model.condition=action runs")
+    parser.add_argument("--runs", nargs="+", required=True, help="trained runs: model.condition=action, or latent runs with a controller (--controller)")
     parser.add_argument("--task", default="reacher-easy")
     parser.add_argument("--pairs", type=int, default=50)
     parser.add_argument("--candidates", type=int, default=300)
@@ -60,9 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true", help="also cost the rendered true end states (slower)")
     parser.add_argument("--render-cache", default="", help="a .npz to keep the rendered end states in (reused when "
                         "it matches the pairs and candidates)")
+    parser.add_argument("--controller", default="controller",
+                        help="a latent run's controller, a subfolder of the run (evals/plan.py's controller folder)")
+    parser.add_argument("--idm-candidates", type=int, default=0,
+                        help="latent runs: also imagine the first N candidates with the IDM's latents of their true "
+                             "rollouts (renders N x goal-offset frames a pair)")
+    parser.add_argument("--idm-cache", default="", help="a .npz to keep the rendered rollouts of --idm-candidates in")
     args = parser.parse_args(argv)
+    if args.idm_candidates and not 3 <= args.idm_candidates <= args.candidates + 1:
+        parser.error(f"--idm-candidates must be in [3, --candidates + 1], got {args.idm_candidates}")
 
     from lavid.planning.dynamics import ActionDynamics
+    from lavid.planning.fit_controller import load_controller
     from lavid.planning.mpc import GoalCost
     from lavid.planning.reaching import draw_pairs, start_envs
     from lavid.planning.simulator_model import SimulatorCost
@@ -88,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     nq = envs[0].physics.model.nq
     qpos_error = np.abs(ends[..., :nq] - pairs.goal_qpos[:, None]).max(-1)
     rendered = _cached_render(envs, ends, args.render_cache) if args.render else None  # uint8 [E, 1 + K, 3, H, W]
+    paths = None
+    if args.idm_candidates:  # every stored step of the first candidates, as the camera sees it
+        steps_states = _rollout_states(envs, candidates[:, :args.idm_candidates])  # [E, N, H, Q + V]
+        flat = steps_states.reshape(count, -1, steps_states.shape[-1])
+        paths = _cached_render(envs, flat, args.idm_cache).reshape(*steps_states.shape[:3], *pairs.goal_frames.shape[1:])
     for env in envs:
         env.close()
     print(f"{args.task}: {count} pairs, goal {steps} stored steps ahead, {args.candidates} uniform random sequences "
@@ -96,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     extra = " Spearman, true frames | chosen, true frames |" if args.render else ""
     print(f"| run | Spearman | stored rank | chosen / best true distance | chosen ≤ 0.05 rad |{extra} s |")
     print("|---|---:|---:|---|---:|" + ("---:|---:|" if args.render else "") + "---:|")
+    subset_rows = []
     for run in args.runs:
         start = time.perf_counter()
         model = load_run(run).model.eval()
-        dynamics = ActionDynamics(model, None, action_dim)
+        controller = None if model.action_conditioned else load_controller(Path(run) / args.controller)[0]
+        dynamics = ActionDynamics(model, controller, action_dim)
         context = dynamics.encode(torch.from_numpy(np.stack(frames)))
         goals = dynamics.encode(torch.from_numpy(pairs.goal_frames)[:, None])[:, 0]
         past = dynamics.observed_conditions(context, torch.from_numpy(np.stack(past_actions)))
@@ -120,7 +147,45 @@ def main(argv: list[str] | None = None) -> int:
             cells = f" {frame_rho:.3f} | {frame_chosen:.3f} |"
         print(f"| {run} | {rho:.3f} | {rank:.3f} | {chosen_true.mean():.3f} / {true[:, 1:].min(1).mean():.3f} | "
               f"{success:.2f} |{cells} {time.perf_counter() - start:.0f} |", flush=True)
+        if paths is not None:
+            n = args.idm_candidates
+            idm_cost = model_cost[:, :n] if model.action_conditioned else _idm_cost(dynamics, context, past, goals, paths)
+            subset_rows.append((run, *_subset_ranking(model_cost[:, :n], true[:, :n]),
+                                *_subset_ranking(idm_cost, true[:, :n])))
+    if subset_rows:
+        print(f"\nThe first {args.idm_candidates - 1} random candidates a pair: imagined with the controller's latents "
+              "(an action run: its actions) and with the IDM's latents of the candidates' true rollouts\n")
+        print("| run | Spearman, controller | Spearman, IDM latents | chosen true distance, controller | "
+              "chosen true distance, IDM latents |")
+        print("|---|---:|---:|---:|---:|")
+        for run, rho, chosen, idm_rho, idm_chosen in subset_rows:
+            print(f"| {run} | {rho:.3f} | {idm_rho:.3f} | {chosen:.3f} | {idm_chosen:.3f} |", flush=True)
     return 0
+
+
+def _subset_ranking(cost: np.ndarray, true: np.ndarray) -> tuple[float, float]:
+    """Over the random candidates (column 0, the stored one, left out) of ``cost, true [E, 1 + K]``: the mean
+    Spearman a pair, and the mean true distance of the cheapest candidate."""
+    rho = float(np.nanmean([spearman(c[1:], t[1:]) for c, t in zip(cost, true)]))
+    chosen = true[np.arange(len(true)), 1 + cost[:, 1:].argmin(1)]
+    return rho, float(chosen.mean())
+
+
+@torch.no_grad()
+def _idm_cost(dynamics, context: torch.Tensor, past: torch.Tensor, goals: torch.Tensor, paths: np.ndarray
+              ) -> np.ndarray:
+    """``[E, N]`` the planner's cost of each candidate imagined from the start with the IDM's latents of its
+    true rollout: ``context [E, S, N_tok, D]``, ``past [E, S-1, C]``, ``goals [E, N_tok, D]``, rendered
+    ``paths`` uint8 ``[E, N, H, 3, h, w]``."""
+    model, costs = dynamics.model, []
+    for e, frames in enumerate(paths):
+        states = dynamics.encode(torch.from_numpy(frames))  # [N, H, N_tok, D]
+        observed = context[e:e + 1].expand(len(states), -1, -1, -1)  # [N, S, N_tok, D]
+        latents, _, _ = model.infer_latents(torch.cat([observed[:, -1:], states], dim=1))  # [N, H, C]
+        conditions = torch.cat([past[e:e + 1].expand(len(states), -1, -1), latents], dim=1)
+        imagined = model.rollout(observed, conditions)  # [N, H, N_tok, D]
+        costs.append((imagined[:, -1] - goals[e]).flatten(1).norm(dim=-1))
+    return torch.stack(costs).numpy()
 
 
 def _context(root, pairs, steps: int) -> tuple[list, list]:
@@ -148,9 +213,18 @@ def _subset(pairs, keep: np.ndarray):
                                          if isinstance(getattr(pairs, f.name), np.ndarray)})
 
 
+def _rollout_states(envs, candidates: torch.Tensor) -> np.ndarray:
+    """``[E, K, H, Q + V]`` the state after every stored step of each candidate ``[E, K, H, A]``."""
+    return _states(envs, candidates, every=True)
+
+
 def _end_states(envs, candidates: torch.Tensor) -> np.ndarray:
     """``[E, K, Q + V]`` each candidate's end state (joint positions, then velocities) rolled out in MuJoCo
     from each pair's start, at the environments' action repeat."""
+    return _states(envs, candidates, every=False)
+
+
+def _states(envs, candidates: torch.Tensor, every: bool) -> np.ndarray:
     import mujoco
     from mujoco import rollout
 
@@ -162,7 +236,8 @@ def _end_states(envs, candidates: torch.Tensor) -> np.ndarray:
         mujoco.mj_getState(model, env.physics.data.ptr, state, kind)
         control = np.clip(sequences, env.action_low, env.action_high).repeat(env.action_repeat, axis=1)
         states, _ = rollout.rollout(model, mujoco.MjData(model), np.tile(state, (len(control), 1)), control)
-        out.append(states[:, -1, 1:1 + model.nq + model.nv])  # FULLPHYSICS: time, qpos, qvel, ...
+        kept = states[:, env.action_repeat - 1::env.action_repeat] if every else states[:, -1]
+        out.append(kept[..., 1:1 + model.nq + model.nv])  # FULLPHYSICS: time, qpos, qvel, ...
     return np.stack(out)
 
 

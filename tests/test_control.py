@@ -3,6 +3,7 @@ controller's training entry point."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -552,6 +553,28 @@ def test_evals_plan_anchors_protocol_writes_the_issue_columns_and_reuses_rows(re
         assert set(episode_table(tmp_path / "close" / part)["camera"]) == {"top_close"}
     with open(tmp_path / "close" / "results.csv", newline="") as handle:
         assert float(next(csv.DictReader(handle))["success_rate"]) == 1.0  # goals rendered and restored in that view
+
+
+def test_train_data_takes_several_datasets_checked_each_and_named_absolute(reacher_goals, tmp_path, monkeypatch):
+    """``--train-data A,B:2`` trains on both (``data.data``'s syntax), each checked as one is; a dataset rendered
+    at another size stops before any work, naming it; a relative path names the same data as its absolute one."""
+    from lavid.experiments.planning import PlanPreset, PlanSettings, _prepare, _resolved_sources
+
+    monkeypatch.chdir(reacher_goals.parent)
+    p = PlanPreset(size=32, action_repeat=4)
+    s = PlanSettings(task="reacher-easy", out=str(tmp_path / "o"), train_data=f"{reacher_goals.name},{reacher_goals}:2",
+                     progress=False)
+    _, _, data, meta = _prepare(p, s, episode_len=7, size=32)
+    assert data == f"{reacher_goals.resolve()},{reacher_goals.resolve()}:2" and meta["size"] == 32
+    assert _resolved_sources(reacher_goals.name) == str(reacher_goals.resolve())
+    small = tmp_path / "small"
+    subprocess.run([sys.executable, str(ROOT / "data_prep" / "dmc.py"), "--task", "reacher-easy", "--episodes", "1",
+                    "--episode-len", "5", "--clip-len", "4", "--size", "16", "--action-repeat", "4", "--workers", "0",
+                    "--out", str(small), "--no-progress"], check=True, capture_output=True, timeout=300)
+    mixed = PlanSettings(task="reacher-easy", out=str(tmp_path / "m"), train_data=f"{reacher_goals},{small}",
+                         progress=False)
+    with pytest.raises(ValueError, match=re.escape(f"differ in size: {reacher_goals} 32, {small} 16")):
+        _prepare(p, mixed, episode_len=7, size=32)
 
 
 def test_scale_points_parse():

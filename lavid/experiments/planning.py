@@ -138,7 +138,7 @@ def build_data(out: Path, task: str, episodes: int, episode_len: int, policy: st
     build_trajectory_dataset(str(out), config, workers=2, progress=progress)
 
 
-def train_world_model(run: Path, data: Path, steps: int, overrides: list[str], seed: int,
+def train_world_model(run: Path, data: str | Path, steps: int, overrides: list[str], seed: int,
                       encoder_steps: int = 0, feature_cache: bool = False) -> None:
     """``lavid/train.py`` on ``data`` in a process of its own (resumed from its checkpoint).
 
@@ -189,11 +189,23 @@ def _check_same_model(run: Path, overrides: list[str]) -> None:
     keys = {k: v for k, v in flatten({"model": wanted["model"]}).items() if k != "model.action_dim"}  # resolved later
     keys.update({f"data.{k}": wanted["data"][k] for k in ("data", "frames", "frame_stride")}, seed=wanted["seed"])
     present = {**flatten({"model": have.get("model", {}), "data": have.get("data", {})}), "seed": have.get("seed")}
+    for spec in (keys, present):  # the same datasets, named relative or absolute
+        spec["data.data"] = _resolved_sources(spec.get("data.data"))
     differ = [f"{key} {present[key]!r} (asked {value!r})" for key, value in keys.items()
               if key in present and present[key] != value]  # a key the run's version did not have: its default
     if differ:
         raise RuntimeError(f"{run} holds a model trained with other settings: {'; '.join(differ[:4])}; remove it "
                            "or plan into another --out")
+
+
+def _resolved_sources(data: str | None) -> str | None:
+    """``data.data`` with every path resolved (``A,B:2`` → ``/abs/A,/abs/B:2``)."""
+    from lavid.data.data_config import DataConfig
+
+    if not data:
+        return data
+    return ",".join(str(Path(path).resolve()) + (f":{weight:g}" if weight != 1 else "")
+                    for path, weight in DataConfig(data=data).sources())
 
 
 def write_gif(path: Path, frames, goal) -> None:
@@ -214,7 +226,7 @@ def format_table(rows: list[dict]) -> str:
           f"{r['wall_s']:.0f} s"] for r in rows])
 
 
-def _latent_runs(p: PlanPreset, s: PlanSettings, out: Path, data: Path) -> list[Path]:
+def _latent_runs(p: PlanPreset, s: PlanSettings, out: Path, data: str) -> list[Path]:
     """The given latent runs, or one trained here per ``p.families`` entry."""
     if s.latent_runs:
         return [Path(r) for r in s.latent_runs]
@@ -269,11 +281,13 @@ def _controlled(p: PlanPreset, run: Path, action_dim: int, progress: bool):
 
 def _prepare(p: PlanPreset, s: PlanSettings, episode_len: int, size: int):
     """What both protocols start with: the torch threads, the output folder, the planner's config and the
-    training data (``s.train_data``, or random-policy episodes built into ``OUT/data``) with its metadata."""
+    training data (``s.train_data``: one dataset or several, ``A,B[:weight]`` as ``data.data``; else random-policy
+    episodes built into ``OUT/data``) as ``data.data``'s string of resolved paths, with the first one's metadata."""
     import torch
 
     from lavid.core.threads import usable_cores
     from lavid.data.clips import open_meta
+    from lavid.data.data_config import DataConfig
     from lavid.data.goals import episode_table
     from lavid.data.sim import SimEnv, ensure_renderer
     from lavid.planning.planner import PlannerConfig
@@ -288,19 +302,26 @@ def _prepare(p: PlanPreset, s: PlanSettings, episode_len: int, size: int):
     view = SimEnv(s.task, seed=0, size=8, camera=p.camera or None)  # an unknown camera stops before any work
     wanted = str(view.camera)  # as the episodes record it ("0", "front_close", "top_close")
     view.close()
-    data = Path(s.train_data) if s.train_data else out / "data"
     if not s.train_data:
-        build_data(data, s.task, p.train_episodes, episode_len, "random", p.seed, p.action_repeat, s.progress, size,
-                   p.camera)
-    meta = open_meta(data)
-    if meta.get("kind") != "trajectory" or s.task not in meta.get("tasks", [s.task]):
-        raise ValueError(f"{data} holds no {s.task} trajectories (tasks: {meta.get('tasks')})")
-    table = episode_table(data)
-    seen = sorted({c for t, c in zip(table["task"], table["camera"]) if t == s.task})
-    if seen != [wanted]:  # goals rendered from one camera, a model trained on another: a silent mismatch
-        raise ValueError(f"{data} was recorded from camera {', '.join(seen)}, the preset plans from {wanted!r} "
-                         "(--camera)")
-    return out, planner, data, meta
+        build_data(out / "data", s.task, p.train_episodes, episode_len, "random", p.seed, p.action_repeat, s.progress,
+                   size, p.camera)
+    sources = DataConfig(data=s.train_data or str(out / "data")).sources()
+    metas = []
+    for path, _ in sources:
+        meta = open_meta(path)
+        if meta.get("kind") != "trajectory" or s.task not in meta.get("tasks", [s.task]):
+            raise ValueError(f"{path} holds no {s.task} trajectories (tasks: {meta.get('tasks')})")
+        table = episode_table(path)
+        seen = sorted({c for t, c in zip(table["task"], table["camera"]) if t == s.task})
+        if seen != [wanted]:  # goals rendered from one camera, a model trained on another: a silent mismatch
+            raise ValueError(f"{path} was recorded from camera {', '.join(seen)}, the preset plans from {wanted!r} "
+                             "(--camera)")
+        metas.append(meta)
+    for key in ("action_repeat", "size"):  # the held-out pairs are rendered as the (first) training data was
+        if len({m.get(key) for m in metas}) > 1:
+            raise ValueError(f"the training datasets differ in {key}: "
+                             + ", ".join(f"{path} {m.get(key)}" for (path, _), m in zip(sources, metas)))
+    return out, planner, _resolved_sources(s.train_data or str(out / "data")), metas[0]
 
 
 def run_planning(p: PlanPreset, s: PlanSettings) -> Path:
@@ -393,7 +414,7 @@ def run_goal_episodes(p: PlanPreset, s: PlanSettings) -> Path:
 # ----------------------------------------------------------------------------------- the anchors' protocol
 
 
-def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: Path, action_dim: int, progress: bool):
+def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: str, action_dim: int, progress: bool):
     """``(labeled transitions, dynamics, run folder)`` of ``action`` or ``latent_<family>`` (trained here when
     missing)."""
     from lavid.planning.dynamics import ActionDynamics
@@ -472,7 +493,7 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
 
     # a row is one (method, seed): adding methods or seeds reuses the rows already there
     signed = {k: v for k, v in asdict(p).items() if k not in ("methods", "seeds")}
-    log = JobLog(out / "runs.jsonl", {"task": s.task, "preset": signed, "data": str(data.resolve()),
+    log = JobLog(out / "runs.jsonl", {"task": s.task, "preset": signed, "data": data,
                                       "action_run": s.action_run})
     rows = [r for r in log.rows() if r["method"] in p.method_list() and r["seed"] in p.seeds]
     done = {(r["method"], r["seed"]) for r in rows}
