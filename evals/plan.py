@@ -63,6 +63,8 @@ HELP = {
     "context": "observed steps the world model sees",
     "cost_steps": "cost the distance to the goal at every imagined step, or at the last one only (the reference "
                   "paper's)",
+    "precision": "the world model's imagination in float32 or under bfloat16 autocast (the encoder and the cost stay "
+                 "float32)",
     "threshold": "success distance (0: per task, metres)",
     "camera": "camera index or name, or a view of lavid.data.sim.VIEWS (reacher: top_close); empty: the task's default",
 }

@@ -142,6 +142,34 @@ def test_imagination_over_the_kv_cache_matches_rerunning_and_plans_the_same(cond
         torch.testing.assert_close(plans[0].actions, plans[1].actions, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("condition", ["latent", "action"])
+def test_bfloat16_imagination_stays_near_float32_and_returns_float32(condition):
+    """``precision="bfloat16"`` runs the predictor (and controller) under autocast: float32 states come back, within
+    bfloat16's rounding of the float32 ones and much closer to them than to another action's; a precision that
+    does not exist is an error naming it."""
+    torch.manual_seed(0)
+    model = LatentActionWorldModel(tiny_config(condition=condition, action_dim=2)).eval()
+    with torch.no_grad():
+        for parameter in model.predictor.parameters():
+            parameter.add_(0.2 * torch.randn_like(parameter))
+    controller = None
+    if condition == "latent":
+        controller = Controller(ControllerConfig(dim=16, depth=1, num_heads=2), 2, 16, 1, model.cond_dim).eval()
+        with torch.no_grad():  # latents that differ with the action as much as the IDM's do
+            controller.head.weight.mul_(10)
+    exact, rounded = ActionDynamics(model, controller, 2), ActionDynamics(model, controller, 2, precision="bfloat16")
+    states = exact.encode(torch.randint(0, 255, (3, 2, 3, 32, 32), dtype=torch.uint8))
+    past = exact.observed_conditions(states, torch.rand(3, 1, 2))
+    actions = torch.rand(3, 4, 2) * 2 - 1
+    reference, approximate = exact.imagine(states, past, actions), rounded.imagine(states, past, actions)
+    assert approximate.dtype == torch.float32 and approximate.shape == reference.shape
+    error = (approximate - reference).norm() / reference.norm()
+    other = (exact.imagine(states, past, -actions) - reference).norm() / reference.norm()
+    assert 0 < error < 0.05 and error < other / 5
+    with pytest.raises(ValueError, match="got 'float16'"):
+        ActionDynamics(model, controller, 2, precision="float16")
+
+
 def test_the_goal_cost_of_a_batch_equals_the_cost_of_each_episode_alone():
     torch.manual_seed(0)
     model = LatentActionWorldModel(tiny_config()).eval()
@@ -558,7 +586,8 @@ def test_evals_plan_anchors_protocol_writes_the_issue_columns_and_reuses_rows(re
 def test_train_data_takes_several_datasets_checked_each_and_named_absolute(reacher_goals, tmp_path, monkeypatch):
     """``--train-data A,B:2`` trains on both (``data.data``'s syntax), each checked as one is; a dataset rendered
     at another size stops before any work, naming it; a relative path names the same data as its absolute one."""
-    from lavid.experiments.planning import PlanPreset, PlanSettings, _prepare, _resolved_sources
+    from lavid.data.clips import open_meta
+    from lavid.experiments.planning import PlanPreset, PlanSettings, _data_summary, _prepare, _resolved_sources
 
     monkeypatch.chdir(reacher_goals.parent)
     p = PlanPreset(size=32, action_repeat=4)
@@ -567,6 +596,8 @@ def test_train_data_takes_several_datasets_checked_each_and_named_absolute(reach
     _, _, data, meta = _prepare(p, s, episode_len=7, size=32)
     assert data == f"{reacher_goals.resolve()},{reacher_goals.resolve()}:2" and meta["size"] == 32
     assert _resolved_sources(reacher_goals.name) == str(reacher_goals.resolve())
+    steps = open_meta(reacher_goals)["counts"]["steps"]  # the results' header counts both
+    assert _data_summary(data) == f"4 smooth-policy episodes ({2 * steps} stored steps)"
     small = tmp_path / "small"
     subprocess.run([sys.executable, str(ROOT / "data_prep" / "dmc.py"), "--task", "reacher-easy", "--episodes", "1",
                     "--episode-len", "5", "--clip-len", "4", "--size", "16", "--action-repeat", "4", "--workers", "0",

@@ -36,6 +36,10 @@ joint distance as cost (``oracle``), the stored actions from start to goal (``re
 dynamics, and renders every candidate, so it is slow (about 10 ms an image on 2 cores)."""
 
 
+UNSIGNED_DEFAULTS = {"precision": "float32"}
+"""Preset keys added after ``runs.jsonl`` rows were written: at these values they stay out of a row's signature."""
+
+
 @dataclass
 class PlanPreset:
     """The settings of one planning comparison (``configs/experiments/plan/*.yaml``; each key is also a flag
@@ -78,6 +82,7 @@ class PlanPreset:
     horizon: int = 5
     context: int = 2
     cost_steps: Literal["every", "last"] = "every"
+    precision: Literal["float32", "bfloat16"] = "float32"
     threshold: float = 0.0
     seed: int = 0
 
@@ -208,6 +213,18 @@ def _resolved_sources(data: str | None) -> str | None:
                     for path, weight in DataConfig(data=data).sources())
 
 
+def _data_summary(data: str) -> str:
+    """``4,000 random-policy episodes (160,000 stored steps)`` of every dataset of ``data`` (``data.data``)."""
+    from lavid.data.clips import open_meta
+    from lavid.data.data_config import DataConfig
+
+    metas = [open_meta(path) for path, _ in DataConfig(data=data).sources()]
+    episodes = sum(m.get("counts", {}).get("episodes", 0) for m in metas)
+    steps = sum(m.get("counts", {}).get("steps", 0) for m in metas)
+    policies = sorted({policy for m in metas for policy in m.get("policies", [m.get("policy", "?")])})
+    return f"{episodes:,} {'/'.join(policies)}-policy episodes ({steps:,} stored steps)"
+
+
 def write_gif(path: Path, frames, goal) -> None:
     """The executed frames ``[T, 3, H, W]`` beside the goal image, at twice the size."""
     import imageio.v2 as imageio
@@ -276,7 +293,8 @@ def _controlled(p: PlanPreset, run: Path, action_dim: int, progress: bool):
     print(f"{name}: controller latent R² {summary['latent_r2']:.2f}, rollout ÷ IDM latents "
           f"{summary['rollout_ratio']:.2f}, action gain {summary['action_gain']:.2f} "
           f"({summary['labeled_transitions']} labeled transitions)", flush=True)
-    return name, summary["labeled_transitions"], ActionDynamics(loaded.model, controller, action_dim)
+    return name, summary["labeled_transitions"], ActionDynamics(loaded.model, controller, action_dim,
+                                                                precision=p.precision)
 
 
 def _prepare(p: PlanPreset, s: PlanSettings, episode_len: int, size: int):
@@ -371,7 +389,8 @@ def run_goal_episodes(p: PlanPreset, s: PlanSettings) -> Path:
     train_episodes, _ = split_episodes(action_loaded.config.data.data, action_loaded.config.data.holdout_fraction)
     all_labels = count_transitions(train_episodes)
     methods = [_controlled(p, run, action_dim, s.progress) for run in latent_runs]
-    methods.append(("action-conditioned world model", all_labels, ActionDynamics(action_loaded.model, None, action_dim)))
+    methods.append(("action-conditioned world model", all_labels,
+                    ActionDynamics(action_loaded.model, None, action_dim, precision=p.precision)))
     methods += [("random actions", 0, "random"), ("oracle: replay the stored actions", 0, "oracle")]
 
     def agent_for(entry):
@@ -430,7 +449,8 @@ def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: str, ac
                               p.seed, p.encoder_steps, p.feature_cache)
         loaded = load_run(run)
         train_episodes, _ = split_episodes(loaded.config.data.data, loaded.config.data.holdout_fraction)
-        return count_transitions(train_episodes), ActionDynamics(loaded.model, None, action_dim), run
+        return (count_transitions(train_episodes), ActionDynamics(loaded.model, None, action_dim, precision=p.precision),
+                run)
     family = method.removeprefix("latent_")
     extra = {e.partition(":")[0]: [o for o in e.partition(":")[2].split(";") if o]
              for e in p.families.split(",") if e}
@@ -491,8 +511,10 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
     criterion = (f"every joint within {p.success_qpos} rad of the goal's at any control step (LeWorldModel's "
                  "qpos_match)" if reacher else f"the effector within {threshold} m of the goal's at any step")
 
-    # a row is one (method, seed): adding methods or seeds reuses the rows already there
-    signed = {k: v for k, v in asdict(p).items() if k not in ("methods", "seeds")}
+    # a row is one (method, seed): adding methods or seeds reuses the rows already there; a key added after rows
+    # were written signs only when it is set, so that those rows stay reusable
+    signed = {k: v for k, v in asdict(p).items()
+              if k not in ("methods", "seeds") and not (k in UNSIGNED_DEFAULTS and v == UNSIGNED_DEFAULTS[k])}
     log = JobLog(out / "runs.jsonl", {"task": s.task, "preset": signed, "data": data,
                                       "action_run": s.action_run})
     rows = [r for r in log.rows() if r["method"] in p.method_list() and r["seed"] in p.seeds]
@@ -574,8 +596,8 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
               f"(action repeat {repeat}: {p.goal_offset * repeat} control steps), budget {p.budget} steps, "
               f"{p.planner.upper()} {planner.samples} samples / {planner.elites} elites / {planner.iterations} "
               f"iterations, horizon {planner.horizon}, receding horizon {p.receding}, seeds {p.seeds}; "
-              f"success: {criterion}. Training data: {p.train_episodes} random-policy episodes × {p.episode_len} "
-              f"steps at {size}×{size}, {p.train_steps} world-model steps.")
+              f"success: {criterion}. Training data: {_data_summary(data)} at {size}×{size}, {p.train_steps} "
+              "world-model steps.")
     text = markdown_table(
         ["method", "success (95 % CI)", "final distance (m)", "Δxyz (m)", "s a plan", "labeled transitions",
          "cost Spearman", "held-out ÷ copy", "gain", "trials"],

@@ -34,7 +34,9 @@ class ActionDynamics:
     """
 
     def __init__(self, model: LatentActionWorldModel, controller: Controller | None, action_dim: int,
-                 use_cache: bool = True) -> None:
+                 use_cache: bool = True, precision: str = "float32") -> None:
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be float32 or bfloat16, got {precision!r}")
         if model.config.encoder.tubelet != 1 or model.frame_stride != 1:
             raise ValueError("planning needs a model with one frame a step (model.encoder.tubelet=1, "
                              "data.frame_stride=1)")
@@ -55,6 +57,7 @@ class ActionDynamics:
         self.model, self.controller, self.action_dim = model, controller, action_dim
         self.max_steps = model.predictor.config.max_steps
         self.use_cache = use_cache  # imagine one step per predictor call over cached keys / values
+        self.precision = precision  # bfloat16: imagination under autocast (the encoder and the cost stay float32)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -73,7 +76,13 @@ class ActionDynamics:
     @torch.no_grad()
     def imagine(self, context: torch.Tensor, past: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Roll out ``H`` steps: ``context [B, S, N, D]``, ``past [B, S-1, C]``, ``actions [B, H, A]`` ->
-        predicted states ``[B, H, N, D]``."""
+        predicted states ``[B, H, N, D]`` (float32 whatever the precision)."""
+        if self.precision == "float32":
+            return self._imagine(context, past, actions)
+        with torch.autocast(context.device.type, dtype=torch.bfloat16):
+            return self._imagine(context, past, actions).float()
+
+    def _imagine(self, context: torch.Tensor, past: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         if self.model.action_conditioned:
             future = pad_actions(actions.to(context.dtype), self.model.config.action_dim)
             return self.model.rollout(context, torch.cat([past, future], dim=1), self.use_cache)
