@@ -60,7 +60,8 @@ from lavid.planning.cost_ranking import spearman
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--heldout", required=True, help="held-out trajectories (evals/plan.py's OUT/heldout)")
-    parser.add_argument("--runs", nargs="+", required=True, help="trained runs: model.condition=action, or latent runs with a controller (--controller)")
+    parser.add_argument("--runs", nargs="+", required=True,
+                        help="trained runs: model.condition=action, or latent runs with a controller (--controller)")
     parser.add_argument("--task", default="reacher-easy")
     parser.add_argument("--pairs", type=int, default=50)
     parser.add_argument("--candidates", type=int, default=300)
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.idm_candidates:  # every stored step of the first candidates, as the camera sees it
         steps_states = _rollout_states(envs, candidates[:, :args.idm_candidates])  # [E, N, H, Q + V]
         flat = steps_states.reshape(count, -1, steps_states.shape[-1])
-        paths = _cached_render(envs, flat, args.idm_cache).reshape(*steps_states.shape[:3], *pairs.goal_frames.shape[1:])
+        paths = _cached_render(envs, flat, args.idm_cache)
+        paths = paths.reshape(*steps_states.shape[:3], *paths.shape[2:])  # [E, N, H, 3, h, w]
     for env in envs:
         env.close()
     print(f"{args.task}: {count} pairs, goal {steps} stored steps ahead, {args.candidates} uniform random sequences "
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{success:.2f} |{cells} {time.perf_counter() - start:.0f} |", flush=True)
         if paths is not None:
             n = args.idm_candidates
-            idm_cost = model_cost[:, :n] if model.action_conditioned else _idm_cost(dynamics, context, past, goals, paths)
+            idm_cost = (model_cost[:, :n] if model.action_conditioned
+                        else _idm_cost(dynamics, context, past, goals, paths))
             subset_rows.append((run, *_subset_ranking(model_cost[:, :n], true[:, :n]),
                                 *_subset_ranking(idm_cost, true[:, :n])))
     if subset_rows:

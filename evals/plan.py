@@ -77,7 +77,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", default="smoke",
                         help=f"settings: a preset of configs/experiments/plan/ ({', '.join(preset_names('plan'))}) "
                              "or a YAML file")
-    parser.add_argument("--train-data", default="", help="trajectory data of the task: a dataset folder or several, A,B[:weight] as data.data "
+    parser.add_argument("--train-data", default="",
+                        help="trajectory data of the task: a dataset folder or several, A,B[:weight] as data.data "
                              "(default OUT/data, built)")
     parser.add_argument("--latent-runs", default="", help="comma-separated trained latent runs (skips training)")
     parser.add_argument("--action-run", default="", help="a trained model.condition=action run (skips training)")

@@ -449,8 +449,8 @@ def _learned_dynamics(p: PlanPreset, s: PlanSettings, method: str, data: str, ac
                               p.seed, p.encoder_steps, p.feature_cache)
         loaded = load_run(run)
         train_episodes, _ = split_episodes(loaded.config.data.data, loaded.config.data.holdout_fraction)
-        return (count_transitions(train_episodes), ActionDynamics(loaded.model, None, action_dim, precision=p.precision),
-                run)
+        dynamics = ActionDynamics(loaded.model, None, action_dim, precision=p.precision)
+        return count_transitions(train_episodes), dynamics, run
     family = method.removeprefix("latent_")
     extra = {e.partition(":")[0]: [o for o in e.partition(":")[2].split(";") if o]
              for e in p.families.split(",") if e}
