@@ -60,6 +60,8 @@ HELP = {
     "labeled_fraction": "share of the training episodes whose actions the controllers see",
     "controller_prediction": "weight of the controller's one-step prediction loss through the frozen world model "
                              "(0: it only matches the IDM's latents)",
+    "controller_previous": "true: the controller also sees the action taken before (a_t-1), which with the two "
+                           "frames tells the velocity",
     "context": "observed steps the world model sees",
     "cost_steps": "cost the distance to the goal at every imagined step, or at the last one only (the reference "
                   "paper's)",

@@ -65,6 +65,52 @@ def test_the_attention_controller_uses_the_state_it_acts_in():
     assert errors["attention"] < 0.3 * errors["mlp"]
 
 
+def test_a_controller_that_sees_the_previous_action_fits_a_latent_the_frames_leave_open():
+    """z = a_t + a_t−1 (the velocity a held torque leaves): the previous action is needed, and the planner's
+    imagination gives it: the executed one at the first step, the sequence's own after it."""
+    generator = torch.Generator().manual_seed(3)
+    actions, previous = (torch.rand(900, 2, generator=generator) * 2 - 1 for _ in range(2))
+    states = torch.randn(900, 2, 1, 4, generator=generator)
+    latents = actions + previous
+    data = Transitions(actions[:800], states[:800], latents[:800], previous=previous[:800])
+    errors = {}
+    for sees in (False, True):
+        torch.manual_seed(0)
+        controller = Controller(ControllerConfig(dim=32, depth=1, num_heads=2, previous_action=sees), 2, 4, 1, 2)
+        fit(controller, data, ControllerTrainConfig(run="x", steps=500, batch_size=128, lr=3e-3, progress=False))
+        with torch.no_grad():
+            errors[sees] = float((controller(actions[800:], states[800:], previous[800:]) - latents[800:])
+                                 .pow(2).mean())
+    assert errors[True] < 0.2 * errors[False]
+    with pytest.raises(ValueError, match="previous actions"):
+        controller(actions[:3], states[:3], previous[:2])
+
+    torch.manual_seed(0)
+    model = LatentActionWorldModel(tiny_config()).eval()
+    with torch.no_grad():
+        for parameter in model.predictor.parameters():
+            parameter.add_(0.2 * torch.randn_like(parameter))
+    controller = Controller(ControllerConfig(dim=16, depth=1, num_heads=2, previous_action=True), 2, 16, 1,
+                            model.cond_dim).eval()
+    cached, rerun = ActionDynamics(model, controller, 2), ActionDynamics(model, controller, 2, use_cache=False)
+    context = cached.encode(torch.randint(0, 255, (2, 2, 3, 32, 32), dtype=torch.uint8))
+    past = cached.observed_conditions(context, torch.rand(2, 1, 2))
+    plan_actions, executed = torch.rand(2, 3, 2) * 2 - 1, torch.rand(2, 2) * 2 - 1
+    imagined = cached.imagine(context, past, plan_actions, executed)
+    torch.testing.assert_close(imagined, rerun.imagine(context, past, plan_actions, executed), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(imagined[:, 0], cached.imagine(context, past, plan_actions)[:, 0])  # None: zeros
+    with torch.no_grad():  # the second imagined step sees the first planned action as its previous one
+        first = controller(plan_actions[:, 0], pairs(context)[:, -1], executed)
+        step = model.predict(context, torch.cat([past, first[:, None]], dim=1))[:, -1:]
+        second = controller(plan_actions[:, 1], torch.stack([context[:, -1], step[:, 0]], dim=1), plan_actions[:, 0])
+        expected = model.predict(torch.cat([context, step], dim=1),
+                                 torch.cat([past, first[:, None], second[:, None]], dim=1))[:, -1]
+    torch.testing.assert_close(imagined[:, 1], expected, rtol=1e-4, atol=1e-4)
+    goals = torch.randn(2, 1, 16)
+    cost = GoalCost(cached, context, past, goals, previous=executed)(plan_actions[:, None], torch.arange(2))
+    torch.testing.assert_close(cost[:, 0], (imagined[:, -1] - goals).flatten(1).norm(dim=-1), rtol=1e-4, atol=1e-4)
+
+
 def test_the_prediction_term_teaches_the_controller_what_the_world_model_needs():
     """Latent targets that are pure noise, next states that a z = a·W explains: only the term through the
     frozen world model can find the z that predicts them."""
@@ -701,3 +747,4 @@ def test_each_controller_setting_gets_its_own_folder_so_another_fit_is_never_reu
     assert controller_folder(PlanPreset(labeled_fraction=1.0)) == "controller_labels1"
     assert controller_folder(PlanPreset(controller_prediction=1.0)) == "controller_prediction1"  # the earlier name
     assert controller_folder(PlanPreset(controller="mlp", controller_steps=200)) == "controller_mlp_steps200"
+    assert controller_folder(PlanPreset(controller_previous=True)) == "controller_previous"

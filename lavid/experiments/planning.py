@@ -36,7 +36,7 @@ joint distance as cost (``oracle``), the stored actions from start to goal (``re
 dynamics, and renders every candidate, so it is slow (about 10 ms an image on 2 cores)."""
 
 
-UNSIGNED_DEFAULTS = {"precision": "float32"}
+UNSIGNED_DEFAULTS = {"precision": "float32", "controller_previous": False}
 """Preset keys added after ``runs.jsonl`` rows were written: at these values they stay out of a row's signature."""
 
 
@@ -75,6 +75,7 @@ class PlanPreset:
     controller: Literal["attention", "mlp"] = "attention"
     controller_steps: int = 1500
     controller_prediction: float = 0.0
+    controller_previous: bool = False
     planner: Literal["cem", "mppi"] = "cem"
     samples: int = 128
     elites: int = 16
@@ -267,7 +268,8 @@ def controller_folder(p: PlanPreset) -> str:
     parts = [f"labels{p.labeled_fraction:g}" if p.labeled_fraction != default.labeled_fraction else "",
              p.controller if p.controller != default.controller else "",
              f"steps{p.controller_steps}" if p.controller_steps != default.controller_steps else "",
-             f"prediction{p.controller_prediction:g}" if p.controller_prediction else ""]
+             f"prediction{p.controller_prediction:g}" if p.controller_prediction else "",
+             "previous" if p.controller_previous else ""]
     return "_".join(["controller", *[part for part in parts if part]])
 
 
@@ -282,7 +284,7 @@ def _controlled(p: PlanPreset, run: Path, action_dim: int, progress: bool):
     if not (controller_dir / "metrics.json").exists():
         train_controller(ControllerTrainConfig(
             run=str(run), out_dir=str(controller_dir), labeled_fraction=p.labeled_fraction,
-            controller=ControllerConfig(variant=p.controller), steps=p.controller_steps, seed=p.seed,
+            controller=ControllerConfig(variant=p.controller, previous_action=p.controller_previous), steps=p.controller_steps, seed=p.seed,
             prediction_weight=p.controller_prediction, progress=progress))
     summary = json.loads((controller_dir / "metrics.json").read_text())
     controller, _ = load_controller(controller_dir)

@@ -12,6 +12,11 @@ action labels (the reference paper's controller; docs/reference.md, "Evaluations
   reads the state tokens by cross-attention, and a linear head gives z. Measured on the default run,
   the action alone cannot predict its latents (held-out R² < 0; BENCHMARKS.md).
 
+``previous_action`` adds the action taken before, ``a_t−1`` (zeros where none is known: an episode's
+first step, a plan's first imagined step without executed actions), to the action's embedding: two
+frames 0.2 s apart show the mean velocity over the last step, and the torque held over it says what
+the velocity is at its end, which the IDM's latent of ``s_t -> s_t+1`` carries.
+
 Actions are zero-padded to the world model's action size (``pad_to``), so one controller serves every
 task of a mixed dataset (the state tells the task apart).
 """
@@ -36,12 +41,14 @@ class ControllerConfig:
         dim: width of the action embedding and of the attention.
         depth: hidden layers of the ``mlp`` variant / self-attention blocks over the state tokens.
         num_heads: attention heads (``attention`` only).
+        previous_action: also embed the action taken before (``a_t−1``).
     """
 
     variant: Literal["mlp", "attention"] = "attention"
     dim: int = 128
     depth: int = 2
     num_heads: int = 4
+    previous_action: bool = False
 
     def validate(self, prefix: str = "") -> None:
         key = (prefix + ".") if prefix else ""
@@ -53,9 +60,10 @@ class ControllerConfig:
 
 
 class Controller(nn.Module):
-    """``actions [B, A]`` (``A <= action_dim``) and ``states [B, 2, N, D]`` (``s_t−1, s_t``) -> latents ``[B, C]``.
+    """``actions [B, A]`` (``A <= action_dim``), ``states [B, 2, N, D]`` (``s_t−1, s_t``) and, with
+    ``config.previous_action``, ``previous [B, A]`` (``a_t−1``) -> latents ``[B, C]``.
 
-    At the first step of an episode, pass ``s_t`` twice (no motion seen yet).
+    At the first step of an episode, pass ``s_t`` twice (no motion seen yet) and no previous action (zeros).
 
     Args:
         config: the variant and sizes.
@@ -72,13 +80,14 @@ class Controller(nn.Module):
         config.validate("controller")
         self.config, self.action_dim, self.num_tokens, self.state_dim = config, action_dim, num_tokens, state_dim
         self.latent_dim = latent_dim
+        inputs = 2 * action_dim if config.previous_action else action_dim
         if config.variant == "mlp":
-            layers: list[nn.Module] = [nn.Linear(action_dim, config.dim), nn.GELU()]
+            layers: list[nn.Module] = [nn.Linear(inputs, config.dim), nn.GELU()]
             for _ in range(config.depth - 1):
                 layers += [nn.Linear(config.dim, config.dim), nn.GELU()]
             self.action_embed = nn.Sequential(*layers)
         else:
-            self.action_embed = MLP(action_dim, config.dim, config.dim)
+            self.action_embed = MLP(inputs, config.dim, config.dim)
             self.state_in = nn.Linear(state_dim, config.dim)
             self.position = nn.Parameter(torch.zeros(1, 2, num_tokens, config.dim))
             nn.init.trunc_normal_(self.position, std=0.02)
@@ -94,11 +103,22 @@ class Controller(nn.Module):
     def uses_state(self) -> bool:
         return self.config.variant == "attention"
 
-    def forward(self, actions: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, actions: torch.Tensor, states: torch.Tensor | None = None,
+                previous: torch.Tensor | None = None) -> torch.Tensor:
         if actions.shape[-1] > self.action_dim:
             raise ValueError(f"actions have {actions.shape[-1]} entries, the controller was built for at most "
                              f"{self.action_dim} (the world model's action size)")
-        action = self.action_embed(pad_actions(actions.to(self.head.weight.dtype), self.action_dim))
+        action = pad_actions(actions.to(self.head.weight.dtype), self.action_dim)
+        if self.config.previous_action:
+            if previous is None:
+                before = torch.zeros_like(action)
+            elif previous.shape[:-1] != actions.shape[:-1] or previous.shape[-1] > self.action_dim:
+                raise ValueError(f"previous actions {tuple(previous.shape)} do not match the actions "
+                                 f"{tuple(actions.shape)}")
+            else:
+                before = pad_actions(previous.to(action.dtype), self.action_dim)
+            action = torch.cat([action, before], dim=-1)
+        action = self.action_embed(action)
         if not self.uses_state:
             return self.head(action)
         if states is None or tuple(states.shape[-3:]) != (2, self.num_tokens, self.state_dim):

@@ -74,34 +74,39 @@ class ActionDynamics:
         return latents
 
     @torch.no_grad()
-    def imagine(self, context: torch.Tensor, past: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def imagine(self, context: torch.Tensor, past: torch.Tensor, actions: torch.Tensor,
+                previous: torch.Tensor | None = None) -> torch.Tensor:
         """Roll out ``H`` steps: ``context [B, S, N, D]``, ``past [B, S-1, C]``, ``actions [B, H, A]`` ->
-        predicted states ``[B, H, N, D]`` (float32 whatever the precision)."""
+        predicted states ``[B, H, N, D]`` (float32 whatever the precision). ``previous [B, A]``: the action
+        executed into the last context state, for a controller that sees it (``None``: none known)."""
         if self.precision == "float32":
-            return self._imagine(context, past, actions)
+            return self._imagine(context, past, actions, previous)
         with torch.autocast(context.device.type, dtype=torch.bfloat16):
-            return self._imagine(context, past, actions).float()
+            return self._imagine(context, past, actions, previous).float()
 
-    def _imagine(self, context: torch.Tensor, past: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def _imagine(self, context: torch.Tensor, past: torch.Tensor, actions: torch.Tensor,
+                 previous: torch.Tensor | None) -> torch.Tensor:
         if self.model.action_conditioned:
             future = pad_actions(actions.to(context.dtype), self.model.config.action_dim)
             return self.model.rollout(context, torch.cat([past, future], dim=1), self.use_cache)
         if self.use_cache and context.shape[1] + actions.shape[1] - 1 <= self.max_steps:
             from lavid.models.predictor import KVCache
 
-            previous = context[:, -2:-1] if context.shape[1] >= 2 else context[:, -1:]  # the first step: itself
+            before = context[:, -2:-1] if context.shape[1] >= 2 else context[:, -1:]  # the first step: itself
             cache, inputs, conditions, predictions = KVCache(), context, past, []
             for h in range(actions.shape[1]):
                 last = inputs[:, -1:]
-                latent = self.controller(actions[:, h], torch.stack([previous, last], dim=2)[:, 0])[:, None]
+                latent = self.controller(actions[:, h], torch.stack([before, last], dim=2)[:, 0],
+                                         previous if h == 0 else actions[:, h - 1])[:, None]
                 conditions = torch.cat([conditions, latent], dim=1)
                 following = self.model.predict(inputs, conditions[:, cache.steps:], cache)[:, -1:]
                 predictions.append(following)
-                previous, inputs = last, following
+                before, inputs = last, following
             return torch.cat(predictions, dim=1)
         states, conditions, predictions = context, past, []
         for h in range(actions.shape[1]):
-            latent = self.controller(actions[:, h], pairs(states[:, -2:])[:, -1])[:, None]
+            latent = self.controller(actions[:, h], pairs(states[:, -2:])[:, -1],
+                                     previous if h == 0 else actions[:, h - 1])[:, None]
             conditions = torch.cat([conditions, latent], dim=1)
             steps = states.shape[1]
             window = max(0, steps - self.max_steps)

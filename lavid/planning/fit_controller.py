@@ -88,12 +88,14 @@ class ControllerTrainConfig:
 @dataclass
 class Transitions:
     """Labeled transitions: ``actions [M, A]``, ``states [M, 2, N, D]`` (s_t−1, s_t), ``latents [M, C]`` (the IDM's
-    z_t) and ``following [M, N, D]`` (s_t+1; ``None`` when not collected)."""
+    z_t), ``following [M, N, D]`` (s_t+1; ``None`` when not collected) and ``previous [M, A]`` (a_t−1, zeros at an
+    episode's first step; ``None`` when not collected)."""
 
     actions: torch.Tensor
     states: torch.Tensor
     latents: torch.Tensor
     following: torch.Tensor | None = None
+    previous: torch.Tensor | None = None
 
 
 def split_episodes(data: str, holdout_fraction: float) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
@@ -141,12 +143,13 @@ def collect_transitions(run: LoadedRun, episodes: list[tuple[str, int]], width: 
     actions, states, latents, following = [], [], [], []
     for encoded, episode_actions in encoded_episodes(run, episodes, device):
         latent, _, _ = run.model.infer_latents(encoded[None])
-        actions.append(episode_actions[:-1])
+        actions.append(pad_actions(episode_actions[:-1], width))
         states.append(pairs(encoded[None])[0, :-1])
         latents.append(latent[0])
         following.append(encoded[1:])
-    padded = [pad_actions(a, width) for a in actions]
-    return Transitions(torch.cat(padded), torch.cat(states), torch.cat(latents), torch.cat(following))
+    previous = [torch.cat([torch.zeros_like(a[:1]), a[:-1]]) for a in actions]  # none before the first step
+    return Transitions(torch.cat(actions), torch.cat(states), torch.cat(latents), torch.cat(following),
+                       torch.cat(previous))
 
 
 def fit(controller: Controller, data: Transitions, config: ControllerTrainConfig, model=None) -> list[float]:
@@ -169,7 +172,8 @@ def fit(controller: Controller, data: Transitions, config: ControllerTrainConfig
     controller.train()
     for step in tqdm(range(config.steps), desc="controller", disable=not config.progress):
         index = torch.randint(count, (min(config.batch_size, count),), generator=generator).to(data.actions.device)
-        latents = controller(data.actions[index], data.states[index])
+        previous = None if data.previous is None else data.previous[index]
+        latents = controller(data.actions[index], data.states[index], previous)
         loss = (latents - data.latents[index]).pow(2).mean()
         if weight > 0:
             predicted = model.predict(data.states[index, 1:], latents[:, None])[:, 0]
@@ -201,8 +205,10 @@ def evaluate(run: LoadedRun, controller: Controller, episodes: list[tuple[str, i
     actions = torch.stack([pad_actions(a, width) for a in window_actions])
     model = run.model
     idm_latents, _, _ = model.infer_latents(states)  # [W, T-1, C]
+    # each window from its first step as an episode's (the state twice, no action before), as a plan starts
+    previous = torch.cat([torch.zeros_like(actions[:, :1]), actions[:, :-1]], dim=1)
     flat_actions, flat_states = actions.flatten(0, 1), pairs(states)[:, :-1].flatten(0, 1)
-    ctrl_latents = controller(flat_actions, flat_states).view_as(idm_latents)
+    ctrl_latents = controller(flat_actions, flat_states, previous.flatten(0, 1)).view_as(idm_latents)
     residual = (ctrl_latents - idm_latents).pow(2).sum()
     total = (idm_latents - idm_latents.flatten(0, 1).mean(0)).pow(2).sum()
     target = states[:, 1:]

@@ -62,6 +62,8 @@ class GoalCost:
     Args:
         dynamics: the world model (and controller) to imagine with.
         context: ``[E, S, N, D]`` the observed states; past: ``[E, S-1, C]`` their transitions' conditions.
+        previous: ``[E, A]`` the action executed into the last observed state, for a controller that sees it
+            (``None``: none executed yet).
         goals: ``[E, N, D]`` the goal images' states.
         norm: ``l2`` (the reference paper's) or ``l1``, over tokens and channels.
         every_step: sum the distance over all ``H`` imagined states instead of the last one.
@@ -70,10 +72,12 @@ class GoalCost:
     """
 
     def __init__(self, dynamics: ActionDynamics, context: torch.Tensor, past: torch.Tensor, goals: torch.Tensor,
-                 norm: Literal["l1", "l2"] = "l2", every_step: bool = False, chunk: int = 0) -> None:
+                 norm: Literal["l1", "l2"] = "l2", every_step: bool = False, chunk: int = 0,
+                 previous: torch.Tensor | None = None) -> None:
         if norm not in ("l1", "l2") or chunk < 0:
             raise ValueError(f"norm must be l1 or l2 and chunk >= 0, got {norm!r} and {chunk}")
         self.dynamics, self.context, self.past, self.goals = dynamics, context, past, goals
+        self.previous = previous
         self.norm, self.every_step, self.chunk = norm, every_step, chunk
 
     @torch.no_grad()
@@ -82,7 +86,9 @@ class GoalCost:
         context = self.context[episodes].repeat_interleave(samples, dim=0)
         past = self.past[episodes].repeat_interleave(samples, dim=0)
         flat, chunk = actions.flatten(0, 1), self.chunk or count * samples
-        imagined = torch.cat([self.dynamics.imagine(context[i:i + chunk], past[i:i + chunk], flat[i:i + chunk])
+        previous = None if self.previous is None else self.previous[episodes].repeat_interleave(samples, dim=0)
+        imagined = torch.cat([self.dynamics.imagine(context[i:i + chunk], past[i:i + chunk], flat[i:i + chunk],
+                                                    None if previous is None else previous[i:i + chunk])
                               for i in range(0, count * samples, chunk)])  # [E·K, H, N, D]
         if not self.every_step:
             imagined = imagined[:, -1:]
@@ -130,7 +136,8 @@ class PlanningAgent:
         seen = states.shape[1] - 1
         executed = actions[:, actions.shape[1] - seen:] if seen else actions[:, :0]
         past = self.dynamics.observed_conditions(states, executed.to(self.device))
-        cost = GoalCost(self.dynamics, states, past, self.goals, self.norm, self.every_step, self.chunk)
+        previous = actions[:, -1].to(self.device) if actions.shape[1] else None  # into the last frame seen
+        cost = GoalCost(self.dynamics, states, past, self.goals, self.norm, self.every_step, self.chunk, previous)
         result = plan(cost, self.low, self.high, self.config, self.generators, mean=self.mean)
         self.mean = warm_start(result.mean, self.low, self.high, self.receding)
         self.last_cost = result.cost
