@@ -62,6 +62,8 @@ HELP = {
                              "(0: it only matches the IDM's latents)",
     "controller_previous": "true: the controller also sees the action taken before (a_t-1), which with the two "
                            "frames tells the velocity",
+    "controller_dropout": "share of the controller's training transitions shown without their past (s_t twice, no "
+                          "previous action), as a plan's first step sees its start",
     "context": "observed steps the world model sees",
     "cost_steps": "cost the distance to the goal at every imagined step, or at the last one only (the reference "
                   "paper's)",

@@ -111,6 +111,35 @@ def test_a_controller_that_sees_the_previous_action_fits_a_latent_the_frames_lea
     torch.testing.assert_close(cost[:, 0], (imagined[:, -1] - goals).flatten(1).norm(dim=-1), rtol=1e-4, atol=1e-4)
 
 
+def test_history_dropout_teaches_the_controller_a_start_in_motion():
+    """An episode starts at rest (s_t twice, z = a); later the arm moves (z = a + v, v = s_t − s_t−1 ≈ 2). A plan
+    that starts from one image mid-episode sees the rest convention: only history dropout learns its answer."""
+    generator = torch.Generator().manual_seed(4)
+    count = 1200
+    actions = torch.rand(count, 1, generator=generator) * 2 - 1
+    now = torch.randn(count, 1, 1, 1, generator=generator)
+    velocity = 2 + 0.5 * torch.randn(count, 1, 1, 1, generator=generator)
+    start = torch.arange(count) % 10 == 0  # an episode's first step: no motion seen, none before
+    velocity[start] = 0
+    states = torch.cat([now - velocity, now], dim=1)  # [M, 2, 1, 1]
+    latents = actions + velocity[:, 0, 0]
+    previous = torch.where(start[:, None], 0.0, torch.rand(count, 1, generator=generator))
+    data = Transitions(actions[:1000], states[:1000], latents[:1000], previous=previous[:1000])
+    moving = torch.arange(1000, count)[~start[1000:]]
+    blind = states[moving, 1:].expand(-1, 2, -1, -1)  # mid-episode, seen without a past
+    errors = {}
+    for dropout in (0.0, 0.3):
+        torch.manual_seed(0)
+        controller = Controller(ControllerConfig(dim=32, depth=1, num_heads=2, previous_action=True), 1, 1, 1, 1)
+        fit(controller, data, ControllerTrainConfig(run="x", steps=500, batch_size=128, lr=3e-3, progress=False,
+                                                    history_dropout=dropout))
+        with torch.no_grad():
+            errors[dropout] = float((controller(actions[moving], blind) - latents[moving]).pow(2).mean())
+    assert errors[0.3] < 0.5 * errors[0.0]
+    with pytest.raises(ConfigError, match="history_dropout"):
+        ControllerTrainConfig(run="x", history_dropout=1.5).validate()
+
+
 def test_the_prediction_term_teaches_the_controller_what_the_world_model_needs():
     """Latent targets that are pure noise, next states that a z = a·W explains: only the term through the
     frozen world model can find the z that predicts them."""
@@ -747,4 +776,4 @@ def test_each_controller_setting_gets_its_own_folder_so_another_fit_is_never_reu
     assert controller_folder(PlanPreset(labeled_fraction=1.0)) == "controller_labels1"
     assert controller_folder(PlanPreset(controller_prediction=1.0)) == "controller_prediction1"  # the earlier name
     assert controller_folder(PlanPreset(controller="mlp", controller_steps=200)) == "controller_mlp_steps200"
-    assert controller_folder(PlanPreset(controller_previous=True)) == "controller_previous"
+    assert controller_folder(PlanPreset(controller_previous=True, controller_dropout=0.2)) == "controller_previous_dropout0.2"

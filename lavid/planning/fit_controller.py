@@ -8,7 +8,8 @@ prediction from ``s_t`` and the controller's z should be ``s_t+1`` (what plannin
 directions of z the predictor ignores). Held-out episodes then say how well controller latents stand in
 for the IDM's:
 
-- ``latent_r2``: R² of the controller's z against the IDM's z;
+- ``latent_r2``: R² of the controller's z against the IDM's z (``latent_r2_first``: on the windows' first
+  steps only, seen as a plan's first step is: one image, no past);
 - one-step prediction error with the controller's z ÷ with the IDM's z, and ÷ copying the last state;
 - the same for an open-loop rollout over a clip (the controller sees the model's own predictions), the
   reference paper's ratio (×1.00–×1.5 there);
@@ -57,6 +58,9 @@ class ControllerTrainConfig:
         steps, batch_size, lr, weight_decay: AdamW on L2 to the IDM's latents.
         prediction_weight: weight of the world-model term: the one-step prediction error from ``s_t`` with the
             controller's z, ÷ copying ``s_t`` (so 1 weighs it like the latent error ÷ the latents' variance).
+        history_dropout: share of the training transitions shown as a plan's first step sees them, without
+            their past (``s_t`` twice, no previous action): a plan starts from one image of an arm in motion,
+            which without this only looks like an episode's first step, at rest.
         eval_frames: length of the held-out windows for the rollout comparison.
     """
 
@@ -70,6 +74,7 @@ class ControllerTrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     prediction_weight: float = 0.0
+    history_dropout: float = 0.0
     eval_frames: int = 8
     seed: int = 0
     progress: bool = True
@@ -82,6 +87,7 @@ class ControllerTrainConfig:
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         check(self.prediction_weight >= 0, "prediction_weight", f"must be >= 0, got {self.prediction_weight}")
+        check(0 <= self.history_dropout <= 1, "history_dropout", f"must be in [0, 1], got {self.history_dropout}")
         check(self.eval_frames >= 2, "eval_frames", f"must be >= 2, got {self.eval_frames}")
 
 
@@ -172,11 +178,15 @@ def fit(controller: Controller, data: Transitions, config: ControllerTrainConfig
     controller.train()
     for step in tqdm(range(config.steps), desc="controller", disable=not config.progress):
         index = torch.randint(count, (min(config.batch_size, count),), generator=generator).to(data.actions.device)
-        previous = None if data.previous is None else data.previous[index]
-        latents = controller(data.actions[index], data.states[index], previous)
+        states, previous = data.states[index], None if data.previous is None else data.previous[index]
+        if config.history_dropout > 0:  # these as without a past: s_t twice, no previous action
+            blind = torch.rand(len(index), generator=generator).to(states.device) < config.history_dropout
+            states = torch.where(blind[:, None, None, None], states[:, 1:].expand_as(states), states)
+            previous = None if previous is None else torch.where(blind[:, None], 0.0, previous)
+        latents = controller(data.actions[index], states, previous)
         loss = (latents - data.latents[index]).pow(2).mean()
         if weight > 0:
-            predicted = model.predict(data.states[index, 1:], latents[:, None])[:, 0]
+            predicted = model.predict(states[:, 1:], latents[:, None])[:, 0]
             error = (predicted - data.following[index]).pow(2).mean()
             loss = loss + weight * latent_variance * error / max(copy_error, 1e-12)
         optimizer.zero_grad(set_to_none=True)
@@ -211,6 +221,8 @@ def evaluate(run: LoadedRun, controller: Controller, episodes: list[tuple[str, i
     ctrl_latents = controller(flat_actions, flat_states, previous.flatten(0, 1)).view_as(idm_latents)
     residual = (ctrl_latents - idm_latents).pow(2).sum()
     total = (idm_latents - idm_latents.flatten(0, 1).mean(0)).pow(2).sum()
+    first_residual = (ctrl_latents[:, 0] - idm_latents[:, 0]).pow(2).sum()  # a window's first step: no past seen
+    first_total = (idm_latents[:, 0] - idm_latents[:, 0].mean(0)).pow(2).sum()
     target = states[:, 1:]
 
     def error(prediction: torch.Tensor) -> float:
@@ -228,6 +240,8 @@ def evaluate(run: LoadedRun, controller: Controller, episodes: list[tuple[str, i
     return {
         # nan when the IDM's latents do not vary (a family that ignores its latent): nothing to explain
         "latent_r2": float(1 - residual / total) if total > 1e-8 * idm_latents.numel() else float("nan"),
+        "latent_r2_first": (float(1 - first_residual / first_total) if first_total > 1e-8 * idm_latents[:, 0].numel()
+                            else float("nan")),
         "one_step_idm": one_step_idm, "one_step_controller": one_step_ctrl, "copy": copy,
         "one_step_ratio": one_step_ctrl / one_step_idm,
         "rollout_idm": rollout_idm, "rollout_controller": rollout_ctrl,
