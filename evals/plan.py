@@ -64,6 +64,8 @@ HELP = {
                            "frames tells the velocity",
     "controller_dropout": "share of the controller's training transitions shown without their past (s_t twice, no "
                           "previous action), as a plan's first step sees its start",
+    "controller_imagined": "rounds of training the controller on the states it meets in its own imagined rollouts "
+                           "(the predicted states, the IDM's latents of the true transitions as targets)",
     "context": "observed steps the world model sees",
     "cost_steps": "cost the distance to the goal at every imagined step, or at the last one only (the reference "
                   "paper's)",

@@ -385,6 +385,53 @@ def test_train_controller_fits_saves_and_reloads_with_a_few_labels(latent_run, t
     assert controller.action_dim == 1 and run_dir == str(latent_run.resolve())
 
 
+def test_imagined_transitions_are_what_the_controller_meets_in_a_plan():
+    """From one frame: every step of the window, the first as a plan's first view (s_0 twice, no a_−1), the
+    rest on the model's own predictions; from two: the steps after the observed one. Targets are the IDM's
+    latents and the next true frames of the same steps."""
+    from lavid.planning.fit_controller import imagined_transitions
+
+    torch.manual_seed(0)
+    model = LatentActionWorldModel(tiny_config()).eval()
+    controller = Controller(ControllerConfig(dim=16, depth=1, num_heads=2, previous_action=True), 2,
+                            model.encoder.dim, model.encoder.num_tokens, model.cond_dim).eval()
+    W, T = 3, 5
+    states = torch.randn(W, T, model.encoder.num_tokens, model.encoder.dim)
+    actions, latents = torch.rand(W, T - 1, 2) * 2 - 1, torch.randn(W, T - 1, model.cond_dim)
+    got = imagined_transitions(model, controller, (states, actions, latents), chunk=2)
+    assert len(got.actions) == W * ((T - 1) + (T - 3))
+    whole = imagined_transitions(model, controller, (states, actions, latents), chunk=W)  # chunks change nothing
+    torch.testing.assert_close(whole.states, got.states)
+    one = slice(0, W * (T - 1))  # from one frame, window-major: [W, T-1]
+    seen = got.states[one].view(W, T - 1, 2, *states.shape[2:])
+    assert torch.equal(seen[:, 0, 0], states[:, 0]) and torch.equal(seen[:, 0, 1], states[:, 0])
+    assert not got.previous[one].view(W, T - 1, 2)[:, 0].any()
+    assert torch.equal(got.previous[one].view(W, T - 1, 2)[:, 1:], actions[:, :-1])
+    imagined = ActionDynamics(model, controller, 2).imagine(states[:, :1], latents[:, :0], actions)
+    torch.testing.assert_close(seen[:, 1:, 1], imagined[:, :-1])
+    torch.testing.assert_close(seen[:, 2:, 0], imagined[:, :-2])
+    assert not torch.allclose(seen[:, 1:, 1], states[:, 1:-1])  # predictions, not the true frames
+    assert torch.equal(got.latents[one].view(W, T - 1, -1), latents)
+    assert torch.equal(got.following[one].view(W, T - 1, *states.shape[2:]), states[:, 1:])
+    two = got.states[W * (T - 1):].view(W, T - 3, 2, *states.shape[2:])
+    assert torch.equal(two[:, 0, 0], states[:, 1])  # the observed frame, then the first prediction
+    assert torch.equal(got.latents[W * (T - 1):].view(W, T - 3, -1), latents[:, 2:])
+    with pytest.raises(ConfigError, match="imagined_rounds"):
+        ControllerTrainConfig(run="x", imagined_rounds=-1).validate()
+
+
+def test_train_controller_with_an_imagined_round(latent_run, tmp_path):
+    from lavid.planning.fit_controller import train_controller
+
+    summary = train_controller(ControllerTrainConfig(run=str(latent_run), out_dir=str(tmp_path / "c"),
+                                                     labeled_fraction=0.25, steps=10, batch_size=16, eval_frames=4,
+                                                     imagined_rounds=1, progress=False,
+                                                     controller=ControllerConfig(dim=16, depth=1, num_heads=2)))
+    assert summary["labeled_transitions"] == 15 * summary["labeled_episodes"]  # the labels, not the imagined
+    assert len(summary["losses"]) == 2 * 2  # two fits of 10 steps: a loss at step 0 and at the last of each
+    assert np.isfinite(summary["rollout_ratio"])
+
+
 def test_the_controller_cli_names_bad_values_and_missing_runs(tmp_path):
     script = ROOT / "lavid" / "train_controller.py"
     bad = subprocess.run([sys.executable, str(script), "run=somewhere", "labeled_fraction=0"], capture_output=True,
@@ -777,3 +824,4 @@ def test_each_controller_setting_gets_its_own_folder_so_another_fit_is_never_reu
     assert controller_folder(PlanPreset(controller_prediction=1.0)) == "controller_prediction1"  # the earlier name
     assert controller_folder(PlanPreset(controller="mlp", controller_steps=200)) == "controller_mlp_steps200"
     assert controller_folder(PlanPreset(controller_previous=True, controller_dropout=0.2)) == "controller_previous_dropout0.2"
+    assert controller_folder(PlanPreset(controller_imagined=1)) == "controller_imagined1"

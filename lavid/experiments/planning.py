@@ -36,7 +36,8 @@ joint distance as cost (``oracle``), the stored actions from start to goal (``re
 dynamics, and renders every candidate, so it is slow (about 10 ms an image on 2 cores)."""
 
 
-UNSIGNED_DEFAULTS = {"precision": "float32", "controller_previous": False, "controller_dropout": 0.0}
+UNSIGNED_DEFAULTS = {"precision": "float32", "controller_previous": False, "controller_dropout": 0.0,
+                     "controller_imagined": 0}
 """Preset keys added after ``runs.jsonl`` rows were written: at these values they stay out of a row's signature."""
 
 
@@ -77,6 +78,7 @@ class PlanPreset:
     controller_prediction: float = 0.0
     controller_previous: bool = False
     controller_dropout: float = 0.0
+    controller_imagined: int = 0
     planner: Literal["cem", "mppi"] = "cem"
     samples: int = 128
     elites: int = 16
@@ -98,6 +100,7 @@ class PlanPreset:
         check(self.controller_prediction >= 0, "controller-prediction",
               f"must be >= 0, got {self.controller_prediction}")
         check(0 <= self.controller_dropout <= 1, "controller-dropout", f"must be in [0, 1], got {self.controller_dropout}")
+        check(self.controller_imagined >= 0, "controller-imagined", f"must be >= 0, got {self.controller_imagined}")
         check(self.start_history >= 0, "start-history", f"must be >= 0, got {self.start_history}")
         check(self.encoder_steps >= 0, "encoder-steps", f"must be >= 0, got {self.encoder_steps}")
         for name in ("pairs", "goal_offset", "budget", "receding", "episode_len", "heldout_episodes", "size"):
@@ -272,7 +275,8 @@ def controller_folder(p: PlanPreset) -> str:
              f"steps{p.controller_steps}" if p.controller_steps != default.controller_steps else "",
              f"prediction{p.controller_prediction:g}" if p.controller_prediction else "",
              "previous" if p.controller_previous else "",
-             f"dropout{p.controller_dropout:g}" if p.controller_dropout else ""]
+             f"dropout{p.controller_dropout:g}" if p.controller_dropout else "",
+             f"imagined{p.controller_imagined}" if p.controller_imagined else ""]
     return "_".join(["controller", *[part for part in parts if part]])
 
 
@@ -287,8 +291,10 @@ def _controlled(p: PlanPreset, run: Path, action_dim: int, progress: bool):
     if not (controller_dir / "metrics.json").exists():
         train_controller(ControllerTrainConfig(
             run=str(run), out_dir=str(controller_dir), labeled_fraction=p.labeled_fraction,
-            controller=ControllerConfig(variant=p.controller, previous_action=p.controller_previous), steps=p.controller_steps, seed=p.seed,
-            prediction_weight=p.controller_prediction, history_dropout=p.controller_dropout, progress=progress))
+            controller=ControllerConfig(variant=p.controller, previous_action=p.controller_previous),
+            steps=p.controller_steps, seed=p.seed,
+            prediction_weight=p.controller_prediction, history_dropout=p.controller_dropout,
+            imagined_rounds=p.controller_imagined, progress=progress))
     summary = json.loads((controller_dir / "metrics.json").read_text())
     controller, _ = load_controller(controller_dir)
     loaded = load_run(run)

@@ -98,7 +98,7 @@ MLP_MIN_TRAIN = 5
 def mlp_probe(train_latents: torch.Tensor, train_actions: torch.Tensor, test_latents: torch.Tensor,
               test_actions: torch.Tensor, hidden: int = 128, validation: float = 0.2, max_steps: int = 600,
               check_every: int = 20, patience: int = 8, batch_size: int = 256, lr: float = 3e-3,
-              weight_decay: float = 1e-2, seed: int = 0) -> dict[str, object]:
+              weight_decay: float = 1e-2, seed: int = 0, return_prediction: bool = False) -> dict[str, object]:
     """A small MLP probe: fit on train (early-stopped on its last ``validation`` part), score on test.
 
     Latents ``[M, C]``, actions ``[M, A]``. Inputs are standardized by the training latents' statistics
@@ -116,7 +116,7 @@ def mlp_probe(train_latents: torch.Tensor, train_actions: torch.Tensor, test_lat
     Returns:
         ``r2`` (list per action dimension), ``r2_mean`` (over dimensions that vary), ``steps`` (the
         optimizer step of the kept weights) and ``validation_mse`` (their validation error, in standardized
-        action units).
+        action units); with ``return_prediction``, also ``prediction``: the probe's test outputs ``[M_test, A]``.
 
     Raises:
         ValueError: fewer than :data:`MLP_MIN_TRAIN` training or no test transitions.
@@ -167,5 +167,6 @@ def mlp_probe(train_latents: torch.Tensor, train_actions: torch.Tensor, test_lat
         prediction = net((test_latents.float() - x_mean) / x_std) * y_std + y_mean
     scores = r2_scores(prediction, test_actions)
     valid = scores[~torch.isnan(scores)]
-    return {"r2": [float(s) for s in scores], "r2_mean": float(valid.mean()) if len(valid) else float("nan"),
-            "steps": best_step, "validation_mse": best_error}
+    result = {"r2": [float(s) for s in scores], "r2_mean": float(valid.mean()) if len(valid) else float("nan"),
+              "steps": best_step, "validation_mse": best_error}
+    return {**result, "prediction": prediction} if return_prediction else result

@@ -5,7 +5,11 @@ only part that sees actions, and only those of ``labeled_fraction`` of the train
 seed); its targets are the frozen IDM's latents of the same transitions, in eval mode (the noisy
 family's mean). With ``prediction_weight > 0`` it also learns through the frozen world model: the
 prediction from ``s_t`` and the controller's z should be ``s_t+1`` (what planning needs of z, whatever
-directions of z the predictor ignores). Held-out episodes then say how well controller latents stand in
+directions of z the predictor ignores). With ``imagined_rounds > 0`` it then also learns from the states it
+meets in a plan: the labeled windows are imagined through the world model with its own latents, from one
+frame and from two, and each imagined step (the model's predicted states, the true action) joins the
+training set with the IDM's latent of the true transition as target; the controller trains on again, once a
+round (aggregated as in DAgger). Held-out episodes then say how well controller latents stand in
 for the IDM's:
 
 - ``latent_r2``: R² of the controller's z against the IDM's z (``latent_r2_first``: on the windows' first
@@ -61,7 +65,9 @@ class ControllerTrainConfig:
         history_dropout: share of the training transitions shown as a plan's first step sees them, without
             their past (``s_t`` twice, no previous action): a plan starts from one image of an arm in motion,
             which without this only looks like an episode's first step, at rest.
-        eval_frames: length of the held-out windows for the rollout comparison.
+        imagined_rounds: rounds of training on the states the controller meets in its own imagined rollouts
+            (windows of ``eval_frames`` of the labeled episodes), ``steps`` more steps each.
+        eval_frames: length of the held-out windows for the rollout comparison, and of the imagined windows.
     """
 
     run: str = ""
@@ -75,6 +81,7 @@ class ControllerTrainConfig:
     weight_decay: float = 1e-4
     prediction_weight: float = 0.0
     history_dropout: float = 0.0
+    imagined_rounds: int = 0
     eval_frames: int = 8
     seed: int = 0
     progress: bool = True
@@ -88,7 +95,10 @@ class ControllerTrainConfig:
         check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         check(self.prediction_weight >= 0, "prediction_weight", f"must be >= 0, got {self.prediction_weight}")
         check(0 <= self.history_dropout <= 1, "history_dropout", f"must be in [0, 1], got {self.history_dropout}")
+        check(self.imagined_rounds >= 0, "imagined_rounds", f"must be >= 0, got {self.imagined_rounds}")
         check(self.eval_frames >= 2, "eval_frames", f"must be >= 2, got {self.eval_frames}")
+        check(self.imagined_rounds == 0 or self.eval_frames >= 3, "eval_frames",
+              f"imagined rounds need windows of >= 3 frames, got {self.eval_frames}")
 
 
 @dataclass
@@ -156,6 +166,68 @@ def collect_transitions(run: LoadedRun, episodes: list[tuple[str, int]], width: 
     previous = [torch.cat([torch.zeros_like(a[:1]), a[:-1]]) for a in actions]  # none before the first step
     return Transitions(torch.cat(actions), torch.cat(states), torch.cat(latents), torch.cat(following),
                        torch.cat(previous))
+
+
+def concat_transitions(first: Transitions, second: Transitions) -> Transitions:
+    """Both sets of transitions in one (a field missing from either is dropped)."""
+    def join(a, b):
+        return None if a is None or b is None else torch.cat([a, b])
+
+    return Transitions(torch.cat([first.actions, second.actions]), torch.cat([first.states, second.states]),
+                       torch.cat([first.latents, second.latents]), join(first.following, second.following),
+                       join(first.previous, second.previous))
+
+
+@torch.no_grad()
+def labeled_windows(run: LoadedRun, episodes: list[tuple[str, int]], width: int, frames: int, device: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Non-overlapping windows of ``frames`` steps of ``episodes``: states ``[W, T, N, D]``, actions
+    ``[W, T-1, A]`` (zero-padded to ``width``) and the IDM's latents ``[W, T-1, C]``."""
+    states, actions, latents = [], [], []
+    for encoded, episode_actions in encoded_episodes(run, episodes, device):
+        latent, _, _ = run.model.infer_latents(encoded[None])
+        padded = pad_actions(episode_actions, width)
+        for start in range(0, len(encoded) - frames + 1, frames):
+            states.append(encoded[start:start + frames])
+            actions.append(padded[start:start + frames - 1])
+            latents.append(latent[0, start:start + frames - 1])
+    if not states:
+        raise ValueError(f"no labeled episode has {frames} steps to imagine")
+    return torch.stack(states), torch.stack(actions), torch.stack(latents)
+
+
+@torch.no_grad()
+def imagined_transitions(model, controller: Controller, windows: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                         chunk: int = 128) -> Transitions:
+    """The transitions the controller meets when it imagines ``windows`` (states ``[W, T, N, D]``, actions
+    ``[W, T-1, A]``, IDM latents ``[W, T-1, C]``) from their first frame (a plan's first view: that frame twice,
+    no action before) and from their first two (the IDM's latent of the observed step): for every imagined step
+    t, the model's predicted ``(s_t−1, s_t)`` (a real frame where it was observed), ``a_t``, ``a_t−1`` and, as
+    target, the IDM's latent of the true transition t. Ordered: every window's steps from one frame
+    (``[W, T-1]`` flattened), then from two (``[W, T-3]``)."""
+    states, actions, latents = windows
+    dynamics = ActionDynamics(model, controller, controller.action_dim)
+    parts: dict[int, list[Transitions]] = {1: [], 2: []}  # by context, each window-major
+    for i in range(0, len(states), chunk):
+        x, a, z = states[i:i + chunk], actions[i:i + chunk], latents[i:i + chunk]
+        previous = torch.cat([torch.zeros_like(a[:, :1]), a[:, :-1]], dim=1)
+        for context in (1, 2):
+            observed = x[:, :context]
+            imagined = dynamics.imagine(observed, z[:, :context - 1], a[:, context - 1:],
+                                        a[:, context - 2] if context == 2 else None)
+            seen = pairs(torch.cat([observed, imagined], dim=1))  # [W, T, 2, N, D]: real, then imagined
+            first = 0 if context == 1 else context  # from one frame the first view too (s_0 twice, no a_-1)
+            steps = slice(first, x.shape[1] - 1)
+            before = previous[:, steps].clone()
+            if context == 1:
+                before[:, 0] = 0.0
+            parts[context].append(Transitions(a[:, steps].flatten(0, 1), seen[:, steps].flatten(0, 1),
+                                              z[:, steps].flatten(0, 1), x[:, steps.start + 1:].flatten(0, 1),
+                                              before.flatten(0, 1)))
+    result = None
+    for part in parts[1] + parts[2]:
+        result = part if result is None else concat_transitions(result, part)
+    return result
 
 
 def fit(controller: Controller, data: Transitions, config: ControllerTrainConfig, model=None) -> list[float]:
@@ -270,10 +342,17 @@ def train_controller(config: ControllerTrainConfig, device: str | torch.device =
     log.info("controller: %d of %d training episodes labeled", len(labeled), len(train_episodes))
     action_dim = data_action_dim(DataConfig(data=data))
     transitions = collect_transitions(run, labeled, action_dim, device)
+    labeled_count = int(transitions.actions.shape[0])
     all_transitions = count_transitions(train_episodes)
     controller = Controller(config.controller, action_dim, run.model.encoder.dim, run.model.encoder.num_tokens,
                             run.model.cond_dim).to(device)
     losses = fit(controller, transitions, config, run.model)
+    if config.imagined_rounds:
+        windows = labeled_windows(run, labeled, action_dim, config.eval_frames, device)
+        for round_ in range(config.imagined_rounds):
+            transitions = concat_transitions(transitions, imagined_transitions(run.model, controller, windows))
+            log.info("controller: imagined round %d: %d training transitions", round_ + 1, len(transitions.actions))
+            losses += fit(controller, transitions, config, run.model)
     metrics = evaluate(run, controller, held_episodes, config.eval_frames, device)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -281,7 +360,7 @@ def train_controller(config: ControllerTrainConfig, device: str | torch.device =
     record = {"run": str(Path(config.run).resolve()), "action_dim": action_dim, "controller": to_dict(config.controller),
               "labeled_fraction": config.labeled_fraction}
     (out / CONFIG).write_text(json.dumps(record, indent=2))  # JSON is YAML
-    summary = {**metrics, "labeled_episodes": len(labeled), "labeled_transitions": int(transitions.actions.shape[0]),
+    summary = {**metrics, "labeled_episodes": len(labeled), "labeled_transitions": labeled_count,
                "training_transitions": all_transitions, "final_loss": losses[-1], "losses": losses,
                "out_dir": str(out)}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
