@@ -168,14 +168,13 @@ def collect_transitions(run: LoadedRun, episodes: list[tuple[str, int]], width: 
                        torch.cat(previous))
 
 
-def concat_transitions(first: Transitions, second: Transitions) -> Transitions:
-    """Both sets of transitions in one (a field missing from either is dropped)."""
-    def join(a, b):
-        return None if a is None or b is None else torch.cat([a, b])
+def concat_transitions(parts: list[Transitions]) -> Transitions:
+    """All ``parts`` in one, each field concatenated once (a field missing from any part is dropped)."""
+    def join(name: str) -> torch.Tensor | None:
+        fields = [getattr(part, name) for part in parts]
+        return None if any(f is None for f in fields) else torch.cat(fields)
 
-    return Transitions(torch.cat([first.actions, second.actions]), torch.cat([first.states, second.states]),
-                       torch.cat([first.latents, second.latents]), join(first.following, second.following),
-                       join(first.previous, second.previous))
+    return Transitions(join("actions"), join("states"), join("latents"), join("following"), join("previous"))
 
 
 @torch.no_grad()
@@ -224,10 +223,7 @@ def imagined_transitions(model, controller: Controller, windows: tuple[torch.Ten
             parts[context].append(Transitions(a[:, steps].flatten(0, 1), seen[:, steps].flatten(0, 1),
                                               z[:, steps].flatten(0, 1), x[:, steps.start + 1:].flatten(0, 1),
                                               before.flatten(0, 1)))
-    result = None
-    for part in parts[1] + parts[2]:
-        result = part if result is None else concat_transitions(result, part)
-    return result
+    return concat_transitions(parts[1] + parts[2])
 
 
 def fit(controller: Controller, data: Transitions, config: ControllerTrainConfig, model=None) -> list[float]:
@@ -350,7 +346,7 @@ def train_controller(config: ControllerTrainConfig, device: str | torch.device =
     if config.imagined_rounds:
         windows = labeled_windows(run, labeled, action_dim, config.eval_frames, device)
         for round_ in range(config.imagined_rounds):
-            transitions = concat_transitions(transitions, imagined_transitions(run.model, controller, windows))
+            transitions = concat_transitions([transitions, imagined_transitions(run.model, controller, windows)])
             log.info("controller: imagined round %d: %d training transitions", round_ + 1, len(transitions.actions))
             losses += fit(controller, transitions, config, run.model)
     metrics = evaluate(run, controller, held_episodes, config.eval_frames, device)
