@@ -128,7 +128,10 @@ def controller_latents(path, test):
         steps = len(episode) - 1
         actions = pad_actions(test["a"][offset:offset + steps], controller.action_dim)
         previous = torch.cat([torch.zeros_like(actions[:1]), actions[:-1]])
-        out.append(controller(actions, pairs(episode[None])[0, :-1], previous))
+        if controller.sequential:  # each transition as a sequence of one from its true frames
+            out.append(controller(actions[:, None], pairs(episode[None])[0, :-1])[:, 0])
+        else:
+            out.append(controller(actions, pairs(episode[None])[0, :-1], previous))
         offset += steps
     return torch.cat(out), controller
 

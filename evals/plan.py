@@ -58,6 +58,9 @@ HELP = {
                 "that run)",
     "train_overrides": "config overrides of every world model trained here, 'key=value;key=value'",
     "labeled_fraction": "share of the training episodes whose actions the controllers see",
+    "controller": "the controller into a latent model's actions: attention (each step's action and state, the "
+                  "imagined one inside a plan), mlp (the action alone) or sequence (the plan's whole action sequence "
+                  "from the observed states)",
     "controller_prediction": "weight of the controller's one-step prediction loss through the frozen world model "
                              "(0: it only matches the IDM's latents)",
     "controller_previous": "true: the controller also sees the action taken before (a_t-1), which with the two "

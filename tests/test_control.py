@@ -170,6 +170,86 @@ def test_the_prediction_term_teaches_the_controller_what_the_world_model_needs()
         fit(controller, Transitions(actions, states, noise), ControllerTrainConfig(run="x", prediction_weight=1.0))
 
 
+def make_sequences(episodes: int, length: int, horizon: int, generator: torch.Generator):
+    """Episodes of a point p_t+1 = p_t + a_t seen as states ``[p_t, noise]``, with latents z_t = a_t · p_t: from a
+    window's start, the latent of its step k needs where the earlier actions have moved the point."""
+    from lavid.planning.fit_controller import Sequences
+
+    actions = torch.rand(episodes, length, 1, generator=generator) * 2 - 1
+    position = torch.rand(episodes, 1, 1, generator=generator) * 4 - 2 + torch.cumsum(actions, 1) - actions
+    states = torch.cat([position, torch.randn(episodes, length, 1, generator=generator)], dim=-1)[:, :, None]
+    first = (torch.arange(episodes)[:, None] * length).expand(-1, length).flatten()
+    starts = (torch.arange(episodes)[:, None] * length + torch.arange(length - horizon)).flatten()
+    return Sequences(states.flatten(0, 1), actions.flatten(0, 1), (actions * position).flatten(0, 1), first, starts,
+                     horizon)
+
+
+def test_the_sequence_controller_maps_a_plan_from_its_start_causally():
+    """The sequence controller learns z_k of :func:`make_sequences` from each window's observed start alone; a
+    latent never depends on a later action; it trains on :class:`Sequences` only, with its own config errors."""
+    generator = torch.Generator().manual_seed(2)
+    H = 4
+    data, held = make_sequences(200, 20, H, generator), make_sequences(40, 20, H, generator)
+    torch.manual_seed(0)
+    config = ControllerConfig(variant="sequence", dim=32, depth=2, num_heads=2, horizon=H)
+    controller = Controller(config, 1, 2, 1, 1)
+    observed, actions, latents = held.batch(torch.arange(len(held.starts)))
+    with torch.no_grad():
+        before = (controller(actions, observed) - latents).pow(2).mean()
+    fit(controller, data, ControllerTrainConfig(run="x", steps=800, batch_size=128, lr=3e-3, progress=False,
+                                                controller=controller.config))
+    with torch.no_grad():
+        predicted = controller(actions, observed)
+        changed = actions.clone()
+        changed[:, 2:] = -changed[:, 2:]
+        other = controller(changed, observed)
+    after = (predicted - latents).pow(2).mean(dim=(0, 2))  # per step of the window
+    assert after.max() < 0.1 * latents.var() and after.mean() < 0.1 * before
+    assert torch.equal(predicted[:, :2], other[:, :2]) and not torch.allclose(predicted[:, 2:], other[:, 2:])
+    with pytest.raises(ValueError, match="horizon"):
+        controller(torch.zeros(2, H + 1, 1), observed[:2])
+    with pytest.raises(ValueError, match="trains on Sequences"):
+        fit(controller, Transitions(actions[:, 0], observed, latents[:, 0]),
+            ControllerTrainConfig(run="x", steps=1, progress=False))
+    with pytest.raises(ConfigError, match="controller.previous_action"):
+        ControllerConfig(variant="sequence", previous_action=True).validate("controller")
+    for bad in ({"prediction_weight": 1.0}, {"imagined_rounds": 1}, {"eval_frames": 10}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            ControllerTrainConfig(run="x", controller=ControllerConfig(variant="sequence"), **bad).validate()
+
+
+def test_sequences_cut_windows_inside_episodes():
+    from lavid.planning.fit_controller import Sequences
+
+    states = torch.arange(10.0)[:, None, None]  # two episodes: steps 0-5 and 6-9
+    first = torch.tensor([0] * 6 + [6] * 4)
+    data = Sequences(states, torch.arange(10.0)[:, None], -torch.arange(10.0)[:, None], first,
+                     torch.tensor([0, 1, 2, 6]), 3)
+    observed, actions, latents = data.batch(torch.tensor([0, 2, 3]))
+    assert observed[:, :, 0, 0].tolist() == [[0, 0], [1, 2], [6, 6]]  # an episode's first step: itself twice
+    assert actions[..., 0].tolist() == [[0, 1, 2], [2, 3, 4], [6, 7, 8]]
+    assert latents[..., 0].tolist() == [[0, -1, -2], [-2, -3, -4], [-6, -7, -8]]
+
+
+def test_the_sequence_controllers_imagination_reads_only_the_observed_states():
+    torch.manual_seed(0)
+    model = LatentActionWorldModel(tiny_config(action_dim=2)).eval()
+    controller = Controller(ControllerConfig(variant="sequence", dim=16, depth=1, num_heads=2), 2,
+                            model.encoder.dim, model.encoder.num_tokens, model.cond_dim).eval()
+    states = torch.randn(3, 2, model.encoder.num_tokens, model.encoder.dim)
+    past, actions = torch.randn(3, 1, model.cond_dim), torch.rand(3, 5, 2) * 2 - 1
+    for cached in (True, False):
+        imagined = ActionDynamics(model, controller, 2, use_cache=cached).imagine(states, past, actions)
+        with torch.no_grad():
+            latents = controller(actions, states)
+            expected = model.rollout(states, torch.cat([past, latents], dim=1))
+        torch.testing.assert_close(imagined, expected, rtol=1e-5, atol=1e-5)
+    one = ActionDynamics(model, controller, 2).imagine(states[:, 1:], past[:, :0], actions)
+    with torch.no_grad():
+        expected = model.rollout(states[:, 1:], controller(actions, states[:, [1, 1]]))
+    torch.testing.assert_close(one, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_pairs_put_each_step_beside_the_one_before():
     states = torch.arange(3.0).view(1, 3, 1, 1)
     paired = pairs(states)
@@ -418,6 +498,21 @@ def test_imagined_transitions_are_what_the_controller_meets_in_a_plan():
     assert torch.equal(got.latents[W * (T - 1):].view(W, T - 3, -1), latents[:, 2:])
     with pytest.raises(ConfigError, match="imagined_rounds"):
         ControllerTrainConfig(run="x", imagined_rounds=-1).validate()
+
+
+def test_train_controller_fits_a_sequence_controller(latent_run, tmp_path):
+    from lavid.planning.fit_controller import load_controller, train_controller
+
+    out = tmp_path / "sequence"
+    summary = train_controller(ControllerTrainConfig(
+        run=str(latent_run), out_dir=str(out), labeled_fraction=0.25, steps=20, batch_size=16, eval_frames=4,
+        progress=False, controller=ControllerConfig(variant="sequence", dim=16, depth=1, num_heads=2, horizon=4)))
+    assert summary["labeled_transitions"] == 15 * summary["labeled_episodes"]
+    assert summary["losses"][-1] < summary["losses"][0]
+    for key in ("latent_r2", "rollout_ratio", "action_gain", "one_step_ratio"):
+        assert np.isfinite(summary[key])
+    controller, _ = load_controller(out)
+    assert controller.sequential and controller.config.horizon == 4
 
 
 def test_train_controller_with_an_imagined_round(latent_run, tmp_path):
@@ -825,3 +920,4 @@ def test_each_controller_setting_gets_its_own_folder_so_another_fit_is_never_reu
     assert controller_folder(PlanPreset(controller="mlp", controller_steps=200)) == "controller_mlp_steps200"
     assert controller_folder(PlanPreset(controller_previous=True, controller_dropout=0.2)) == "controller_previous_dropout0.2"
     assert controller_folder(PlanPreset(controller_imagined=1)) == "controller_imagined1"
+    assert controller_folder(PlanPreset(controller="sequence")) == "controller_sequence"

@@ -73,7 +73,7 @@ class PlanPreset:
     families: str = "noisy:model.latent.beta=1e-3,discrete"
     train_overrides: str = ""
     labeled_fraction: float = 0.1
-    controller: Literal["attention", "mlp"] = "attention"
+    controller: Literal["attention", "mlp", "sequence"] = "attention"
     controller_steps: int = 1500
     controller_prediction: float = 0.0
     controller_previous: bool = False
@@ -291,7 +291,8 @@ def _controlled(p: PlanPreset, run: Path, action_dim: int, progress: bool):
     if not (controller_dir / "metrics.json").exists():
         train_controller(ControllerTrainConfig(
             run=str(run), out_dir=str(controller_dir), labeled_fraction=p.labeled_fraction,
-            controller=ControllerConfig(variant=p.controller, previous_action=p.controller_previous),
+            controller=ControllerConfig(variant=p.controller, previous_action=p.controller_previous,
+                                        horizon=max(ControllerConfig.horizon, p.horizon)),
             steps=p.controller_steps, seed=p.seed,
             prediction_weight=p.controller_prediction, history_dropout=p.controller_dropout,
             imagined_rounds=p.controller_imagined, progress=progress))

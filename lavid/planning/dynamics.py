@@ -2,7 +2,8 @@
 
 For an action-conditioned run (``model.condition=action``) the actions are the predictor's condition
 directly. For a latent-action run the controller turns each action into the latent z it stands for, in
-the state it is taken in: inside an imagined rollout that state is the model's own prediction. The
+the state it is taken in: inside an imagined rollout that state is the model's own prediction (the
+``sequence`` controller maps the whole sequence from the last two observed states instead). The
 transitions already observed are conditioned as in training: on the IDM's latents of the real frames
 (latent run) or on the executed actions (action run).
 
@@ -89,6 +90,10 @@ class ActionDynamics:
         if self.model.action_conditioned:
             future = pad_actions(actions.to(context.dtype), self.model.config.action_dim)
             return self.model.rollout(context, torch.cat([past, future], dim=1), self.use_cache)
+        if self.controller.sequential:  # every latent from the observed states, none from an imagined one
+            before = context[:, -2] if context.shape[1] >= 2 else context[:, -1]  # the first step: itself
+            latents = self.controller(actions, torch.stack([before, context[:, -1]], dim=1))
+            return self.model.rollout(context, torch.cat([past, latents.to(past.dtype)], dim=1), self.use_cache)
         if self.use_cache and context.shape[1] + actions.shape[1] - 1 <= self.max_steps:
             from lavid.models.predictor import KVCache
 

@@ -9,11 +9,14 @@ directions of z the predictor ignores). With ``imagined_rounds > 0`` it then als
 meets in a plan: the labeled windows are imagined through the world model with its own latents, from one
 frame and from two, and each imagined step (the model's predicted states, the true action) joins the
 training set with the IDM's latent of the true transition as target; the controller trains on again, once a
-round (aggregated as in DAgger). Held-out episodes then say how well controller latents stand in
+round (aggregated as in DAgger). The ``sequence`` controller trains on windows instead: the two observed
+states before a window, its ``controller.horizon`` actions, and the IDM's latents of its transitions as targets.
+Held-out episodes then say how well controller latents stand in
 for the IDM's:
 
 - ``latent_r2``: R² of the controller's z against the IDM's z (``latent_r2_first``: on the windows' first
-  steps only, seen as a plan's first step is: one image, no past);
+  steps only, seen as a plan's first step is: one image, no past; the ``sequence`` controller maps each
+  window's actions from its first image, so every step of it is seen so);
 - one-step prediction error with the controller's z ÷ with the IDM's z, and ÷ copying the last state;
 - the same for an open-loop rollout over a clip (the controller sees the model's own predictions), the
   reference paper's ratio (×1.00–×1.5 there);
@@ -99,6 +102,13 @@ class ControllerTrainConfig:
         check(self.eval_frames >= 2, "eval_frames", f"must be >= 2, got {self.eval_frames}")
         check(self.imagined_rounds == 0 or self.eval_frames >= 3, "eval_frames",
               f"imagined rounds need windows of >= 3 frames, got {self.eval_frames}")
+        if self.controller.variant == "sequence":
+            for name in ("prediction_weight", "imagined_rounds"):
+                check(not getattr(self, name), name, "is for the step-by-step controllers, not the sequence one "
+                                                     "(it never reads an imagined state)")
+            check(self.eval_frames - 1 <= self.controller.horizon, "eval_frames",
+                  f"the held-out windows' {self.eval_frames - 1} actions exceed controller.horizon "
+                  f"{self.controller.horizon}")
 
 
 @dataclass
@@ -112,6 +122,30 @@ class Transitions:
     latents: torch.Tensor
     following: torch.Tensor | None = None
     previous: torch.Tensor | None = None
+
+
+@dataclass
+class Sequences:
+    """Labeled episodes for the ``sequence`` controller, one after another: ``states [S, N, D]``, ``actions [S, A]``
+    and ``latents [S, C]`` (the IDM's z of step t -> t+1; zeros at an episode's last step, which has none),
+    ``first [S]`` (the index of each step's episode's first step) and ``starts [M]`` (the steps a window of
+    ``horizon`` transitions starts at)."""
+
+    states: torch.Tensor
+    actions: torch.Tensor
+    latents: torch.Tensor
+    first: torch.Tensor
+    starts: torch.Tensor
+    horizon: int
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Windows from ``starts[index]`` (``[B]``): observed states ``[B, 2, N, D]`` (``s_t−1, s_t``; ``s_t``
+        twice at an episode's first step), actions ``[B, H, A]`` and target latents ``[B, H, C]``."""
+        start = self.starts[index]
+        before = torch.maximum(start - 1, self.first[start])
+        steps = start[:, None] + torch.arange(self.horizon, device=start.device)
+        return (torch.stack([self.states[before], self.states[start]], dim=1), self.actions[steps],
+                self.latents[steps])
 
 
 def split_episodes(data: str, holdout_fraction: float) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
@@ -166,6 +200,27 @@ def collect_transitions(run: LoadedRun, episodes: list[tuple[str, int]], width: 
     previous = [torch.cat([torch.zeros_like(a[:1]), a[:-1]]) for a in actions]  # none before the first step
     return Transitions(torch.cat(actions), torch.cat(states), torch.cat(latents), torch.cat(following),
                        torch.cat(previous))
+
+
+@torch.no_grad()
+def collect_sequences(run: LoadedRun, episodes: list[tuple[str, int]], width: int, horizon: int,
+                      device: torch.device) -> Sequences:
+    """Every window of ``horizon`` transitions of ``episodes`` (see :class:`Sequences`), actions zero-padded to
+    ``width`` entries."""
+    states, actions, latents, first, starts, offset = [], [], [], [], [], 0
+    for encoded, episode_actions in encoded_episodes(run, episodes, device):
+        steps = len(encoded)
+        latent, _, _ = run.model.infer_latents(encoded[None])
+        states.append(encoded)
+        actions.append(pad_actions(episode_actions, width))
+        latents.append(torch.cat([latent[0], torch.zeros_like(latent[0, :1])]))
+        first.append(torch.full((steps,), offset, dtype=torch.long, device=device))
+        starts.append(offset + torch.arange(max(0, steps - horizon), device=device))
+        offset += steps
+    if not starts or sum(len(s) for s in starts) == 0:
+        raise ValueError(f"no labeled episode has the {horizon} transitions of a sequence (controller.horizon)")
+    return Sequences(torch.cat(states), torch.cat(actions), torch.cat(latents), torch.cat(first), torch.cat(starts),
+                     horizon)
 
 
 def concat_transitions(parts: list[Transitions]) -> Transitions:
@@ -226,37 +281,60 @@ def imagined_transitions(model, controller: Controller, windows: tuple[torch.Ten
     return concat_transitions(parts[1] + parts[2])
 
 
-def fit(controller: Controller, data: Transitions, config: ControllerTrainConfig, model=None) -> list[float]:
+def fit(controller: Controller, data: Transitions | Sequences, config: ControllerTrainConfig, model=None
+        ) -> list[float]:
     """AdamW on ``|c(a, s) − z|²`` over shuffled mini-batches, plus, with ``config.prediction_weight > 0``,
     ``w · var(z) · |f(s_t, c(a, s)) − s_t+1|² ÷ |s_t − s_t+1|²`` through the frozen world model ``model``;
-    returns the loss every 50 steps."""
+    returns the loss every 50 steps. With :class:`Sequences` (the ``sequence`` controller) the batch is
+    windows, the loss the same over each window's steps."""
+    if isinstance(data, Sequences) != controller.sequential:
+        raise ValueError("the sequence controller trains on Sequences, the others on Transitions")
     from tqdm.auto import tqdm
 
-    weight = config.prediction_weight
-    if weight > 0:
-        if model is None or data.following is None:
-            raise ValueError("prediction_weight > 0 needs the world model and the transitions' next states")
-        model.requires_grad_(False)
-        latent_variance = float((data.latents - data.latents.mean(0)).pow(2).mean())
-        copy_error = float((data.following - data.states[:, 1]).pow(2).mean())
+    def blind(states: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``history_dropout`` of the rows ``[B]`` as without a past (s_t twice)."""
+        return torch.rand(len(states), generator=generator).to(states.device) < config.history_dropout
+
+    if isinstance(data, Sequences):
+        count, device = data.starts.shape[0], data.starts.device
+
+        def batch_loss(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            states, actions, latents = data.batch(index)
+            if config.history_dropout > 0:  # these as a plan's first view: s_t twice
+                states = torch.where(blind(states, generator)[:, None, None, None], states[:, 1:].expand_as(states),
+                                     states)
+            return (controller(actions, states) - latents).pow(2).mean()
+    else:
+        count, device, weight = data.actions.shape[0], data.actions.device, config.prediction_weight
+        if weight > 0:
+            if model is None or data.following is None:
+                raise ValueError("prediction_weight > 0 needs the world model and the transitions' next states")
+            model.requires_grad_(False)
+            latent_variance = float((data.latents - data.latents.mean(0)).pow(2).mean())
+            copy_error = float((data.following - data.states[:, 1]).pow(2).mean())
+
+        def batch_loss(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            states, previous = data.states[index], None if data.previous is None else data.previous[index]
+            if config.history_dropout > 0:  # these as without a past: s_t twice, no previous action
+                hidden = blind(states, generator)
+                states = torch.where(hidden[:, None, None, None], states[:, 1:].expand_as(states), states)
+                previous = None if previous is None else torch.where(hidden[:, None], 0.0, previous)
+            latents = controller(data.actions[index], states, previous)
+            loss = (latents - data.latents[index]).pow(2).mean()
+            if weight > 0:
+                predicted = model.predict(states[:, 1:], latents[:, None])[:, 0]
+                error = (predicted - data.following[index]).pow(2).mean()
+                loss = loss + weight * latent_variance * error / max(copy_error, 1e-12)
+            return loss
+
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(controller.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
-    losses, count = [], data.actions.shape[0]
+    losses = []
     controller.train()
     for step in tqdm(range(config.steps), desc="controller", disable=not config.progress):
-        index = torch.randint(count, (min(config.batch_size, count),), generator=generator).to(data.actions.device)
-        states, previous = data.states[index], None if data.previous is None else data.previous[index]
-        if config.history_dropout > 0:  # these as without a past: s_t twice, no previous action
-            blind = torch.rand(len(index), generator=generator).to(states.device) < config.history_dropout
-            states = torch.where(blind[:, None, None, None], states[:, 1:].expand_as(states), states)
-            previous = None if previous is None else torch.where(blind[:, None], 0.0, previous)
-        latents = controller(data.actions[index], states, previous)
-        loss = (latents - data.latents[index]).pow(2).mean()
-        if weight > 0:
-            predicted = model.predict(states[:, 1:], latents[:, None])[:, 0]
-            error = (predicted - data.following[index]).pow(2).mean()
-            loss = loss + weight * latent_variance * error / max(copy_error, 1e-12)
+        index = torch.randint(count, (min(config.batch_size, count),), generator=generator).to(device)
+        loss = batch_loss(index, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -285,8 +363,11 @@ def evaluate(run: LoadedRun, controller: Controller, episodes: list[tuple[str, i
     idm_latents, _, _ = model.infer_latents(states)  # [W, T-1, C]
     # each window from its first step as an episode's (the state twice, no action before), as a plan starts
     previous = torch.cat([torch.zeros_like(actions[:, :1]), actions[:, :-1]], dim=1)
-    flat_actions, flat_states = actions.flatten(0, 1), pairs(states)[:, :-1].flatten(0, 1)
-    ctrl_latents = controller(flat_actions, flat_states, previous.flatten(0, 1)).view_as(idm_latents)
+    if controller.sequential:  # the whole window's actions from its first image
+        ctrl_latents = controller(actions, states[:, [0, 0]])
+    else:
+        flat_actions, flat_states = actions.flatten(0, 1), pairs(states)[:, :-1].flatten(0, 1)
+        ctrl_latents = controller(flat_actions, flat_states, previous.flatten(0, 1)).view_as(idm_latents)
     residual = (ctrl_latents - idm_latents).pow(2).sum()
     total = (idm_latents - idm_latents.flatten(0, 1).mean(0)).pow(2).sum()
     first_residual = (ctrl_latents[:, 0] - idm_latents[:, 0]).pow(2).sum()  # a window's first step: no past seen
@@ -337,8 +418,12 @@ def train_controller(config: ControllerTrainConfig, device: str | torch.device =
     labeled = choose_labeled(train_episodes, config.labeled_fraction, config.seed)
     log.info("controller: %d of %d training episodes labeled", len(labeled), len(train_episodes))
     action_dim = data_action_dim(DataConfig(data=data))
-    transitions = collect_transitions(run, labeled, action_dim, device)
-    labeled_count = int(transitions.actions.shape[0])
+    if config.controller.variant == "sequence":
+        transitions = collect_sequences(run, labeled, action_dim, config.controller.horizon, device)
+        labeled_count = int(transitions.states.shape[0]) - len(labeled)  # an episode of L steps has L − 1
+    else:
+        transitions = collect_transitions(run, labeled, action_dim, device)
+        labeled_count = int(transitions.actions.shape[0])
     all_transitions = count_transitions(train_episodes)
     controller = Controller(config.controller, action_dim, run.model.encoder.dim, run.model.encoder.num_tokens,
                             run.model.cond_dim).to(device)
