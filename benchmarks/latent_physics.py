@@ -128,10 +128,11 @@ def controller_latents(path, test):
         steps = len(episode) - 1
         actions = pad_actions(test["a"][offset:offset + steps], controller.action_dim)
         previous = torch.cat([torch.zeros_like(actions[:1]), actions[:-1]])
+        seen = pairs(episode[None])[0, :-1]
         if controller.sequential:  # each transition as a sequence of one from its true frames
-            out.append(controller(actions[:, None], pairs(episode[None])[0, :-1])[:, 0])
+            out.append(controller(actions[:, None], seen)[:, 0])
         else:
-            out.append(controller(actions, pairs(episode[None])[0, :-1], previous))
+            out.append(controller(actions, seen, previous))
         offset += steps
     return torch.cat(out), controller
 

@@ -91,8 +91,7 @@ class ActionDynamics:
             future = pad_actions(actions.to(context.dtype), self.model.config.action_dim)
             return self.model.rollout(context, torch.cat([past, future], dim=1), self.use_cache)
         if self.controller.sequential:  # every latent from the observed states, none from an imagined one
-            before = context[:, -2] if context.shape[1] >= 2 else context[:, -1]  # the first step: itself
-            latents = self.controller(actions, torch.stack([before, context[:, -1]], dim=1))
+            latents = self.controller(actions, pairs(context[:, -2:])[:, -1])
             return self.model.rollout(context, torch.cat([past, latents.to(past.dtype)], dim=1), self.use_cache)
         if self.use_cache and context.shape[1] + actions.shape[1] - 1 <= self.max_steps:
             from lavid.models.predictor import KVCache
