@@ -69,6 +69,9 @@ HELP = {
                           "previous action), as a plan's first step sees its start",
     "controller_imagined": "rounds of training the controller on the states it meets in its own imagined rollouts "
                            "(the predicted states, the IDM's latents of the true transitions as targets)",
+    "controller_layer_dropout": "dropout in the controller's attention layers while it trains (a regularizer for few "
+                                "labels)",
+    "controller_weight_decay": "AdamW weight decay of the controller's fit",
     "context": "observed steps the world model sees",
     "cost_steps": "cost the distance to the goal at every imagined step, or at the last one only (the reference "
                   "paper's)",

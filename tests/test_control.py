@@ -213,6 +213,15 @@ def test_the_sequence_controller_maps_a_plan_from_its_start_causally():
             ControllerTrainConfig(run="x", steps=1, progress=False))
     with pytest.raises(ConfigError, match="controller.previous_action"):
         ControllerConfig(variant="sequence", previous_action=True).validate("controller")
+    with pytest.raises(ConfigError, match="controller.dropout"):
+        ControllerConfig(dropout=1.0).validate("controller")
+    # dropout regularizes the fit only: in training two calls differ, in eval mode (planning) they agree
+    noisy = Controller(ControllerConfig(variant="sequence", dim=32, depth=2, num_heads=2, horizon=H, dropout=0.5),
+                       1, 2, 1, 1)
+    with torch.no_grad():
+        assert not torch.equal(noisy(actions, observed), noisy(actions, observed))
+        noisy.eval()
+        assert torch.equal(noisy(actions, observed), noisy(actions, observed))
     for bad in ({"prediction_weight": 1.0}, {"imagined_rounds": 1}, {"eval_frames": 10}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             ControllerTrainConfig(run="x", controller=ControllerConfig(variant="sequence"), **bad).validate()
@@ -921,3 +930,5 @@ def test_each_controller_setting_gets_its_own_folder_so_another_fit_is_never_reu
     assert controller_folder(PlanPreset(controller_previous=True, controller_dropout=0.2)) == "controller_previous_dropout0.2"
     assert controller_folder(PlanPreset(controller_imagined=1)) == "controller_imagined1"
     assert controller_folder(PlanPreset(controller="sequence")) == "controller_sequence"
+    assert (controller_folder(PlanPreset(controller_layer_dropout=0.1, controller_weight_decay=0.05))
+            == "controller_layerdrop0.1_wd0.05")

@@ -37,7 +37,7 @@ dynamics, and renders every candidate, so it is slow (about 10 ms an image on 2 
 
 
 UNSIGNED_DEFAULTS = {"precision": "float32", "controller_previous": False, "controller_dropout": 0.0,
-                     "controller_imagined": 0}
+                     "controller_imagined": 0, "controller_layer_dropout": 0.0, "controller_weight_decay": 1e-4}
 """Preset keys added after ``runs.jsonl`` rows were written: at these values they stay out of a row's signature."""
 
 
@@ -79,6 +79,8 @@ class PlanPreset:
     controller_previous: bool = False
     controller_dropout: float = 0.0
     controller_imagined: int = 0
+    controller_layer_dropout: float = 0.0
+    controller_weight_decay: float = 1e-4
     planner: Literal["cem", "mppi"] = "cem"
     samples: int = 128
     elites: int = 16
@@ -101,6 +103,10 @@ class PlanPreset:
               f"must be >= 0, got {self.controller_prediction}")
         check(0 <= self.controller_dropout <= 1, "controller-dropout", f"must be in [0, 1], got {self.controller_dropout}")
         check(self.controller_imagined >= 0, "controller-imagined", f"must be >= 0, got {self.controller_imagined}")
+        check(0 <= self.controller_layer_dropout < 1, "controller-layer-dropout",
+              f"must be in [0, 1), got {self.controller_layer_dropout}")
+        check(self.controller_weight_decay >= 0, "controller-weight-decay",
+              f"must be >= 0, got {self.controller_weight_decay}")
         check(self.start_history >= 0, "start-history", f"must be >= 0, got {self.start_history}")
         check(self.encoder_steps >= 0, "encoder-steps", f"must be >= 0, got {self.encoder_steps}")
         for name in ("pairs", "goal_offset", "budget", "receding", "episode_len", "heldout_episodes", "size"):
@@ -276,7 +282,9 @@ def controller_folder(p: PlanPreset) -> str:
              f"prediction{p.controller_prediction:g}" if p.controller_prediction else "",
              "previous" if p.controller_previous else "",
              f"dropout{p.controller_dropout:g}" if p.controller_dropout else "",
-             f"imagined{p.controller_imagined}" if p.controller_imagined else ""]
+             f"imagined{p.controller_imagined}" if p.controller_imagined else "",
+             f"layerdrop{p.controller_layer_dropout:g}" if p.controller_layer_dropout else "",
+             f"wd{p.controller_weight_decay:g}" if p.controller_weight_decay != default.controller_weight_decay else ""]
     return "_".join(["controller", *[part for part in parts if part]])
 
 
@@ -292,8 +300,9 @@ def _controlled(p: PlanPreset, run: Path, action_dim: int, progress: bool):
         train_controller(ControllerTrainConfig(
             run=str(run), out_dir=str(controller_dir), labeled_fraction=p.labeled_fraction,
             controller=ControllerConfig(variant=p.controller, previous_action=p.controller_previous,
-                                        horizon=max(ControllerConfig.horizon, p.horizon)),
-            steps=p.controller_steps, seed=p.seed,
+                                        horizon=max(ControllerConfig.horizon, p.horizon),
+                                        dropout=p.controller_layer_dropout),
+            steps=p.controller_steps, weight_decay=p.controller_weight_decay, seed=p.seed,
             prediction_weight=p.controller_prediction, history_dropout=p.controller_dropout,
             imagined_rounds=p.controller_imagined, progress=progress))
     summary = json.loads((controller_dir / "metrics.json").read_text())

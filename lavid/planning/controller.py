@@ -55,6 +55,8 @@ class ControllerConfig:
         previous_action: also embed the action taken before (``a_t−1``; not with ``sequence``).
         horizon: ``sequence`` only: the most actions one call maps (a plan's horizon and the held-out
             windows' length must fit).
+        dropout: dropout in the attention variants' blocks while training (the state blocks' and the action
+            layers' projections, the cross-attention's weights): a regularizer for a controller fit on few labels.
     """
 
     variant: Literal["mlp", "attention", "sequence"] = "attention"
@@ -63,6 +65,7 @@ class ControllerConfig:
     num_heads: int = 4
     previous_action: bool = False
     horizon: int = 8
+    dropout: float = 0.0
 
     def validate(self, prefix: str = "") -> None:
         key = (prefix + ".") if prefix else ""
@@ -72,6 +75,7 @@ class ControllerConfig:
         check(not (self.variant == "sequence" and self.previous_action), f"{key}previous_action",
               "the sequence controller sees every action of its sequence already; it takes no previous action")
         check(self.dim >= 1, f"{key}dim", f"must be >= 1, got {self.dim}")
+        check(0 <= self.dropout < 1, f"{key}dropout", f"must be in [0, 1), got {self.dropout}")
         check(self.depth >= 1, f"{key}depth", f"must be >= 1, got {self.depth}")
         check(self.num_heads >= 1 and self.dim % self.num_heads == 0, f"{key}num_heads",
               f"must divide dim {self.dim}, got {self.num_heads}")
@@ -110,16 +114,16 @@ class Controller(nn.Module):
             self.state_in = nn.Linear(state_dim, config.dim)
             self.position = nn.Parameter(torch.zeros(1, 2, num_tokens, config.dim))
             nn.init.trunc_normal_(self.position, std=0.02)
-            self.state_blocks = nn.ModuleList(Block(config.dim, config.num_heads, qkv_bias=True)
-                                              for _ in range(config.depth))
+            self.state_blocks = nn.ModuleList(Block(config.dim, config.num_heads, qkv_bias=True,
+                                                    proj_drop=config.dropout) for _ in range(config.depth))
             self.query_norm = nn.LayerNorm(config.dim)
             self.key_norm = nn.LayerNorm(config.dim)
-            self.cross = nn.MultiheadAttention(config.dim, config.num_heads, batch_first=True)
+            self.cross = nn.MultiheadAttention(config.dim, config.num_heads, dropout=config.dropout, batch_first=True)
             self.mix = MLP(2 * config.dim, config.dim, config.dim)
             if config.variant == "sequence":  # the action tokens first attend causally to the earlier actions
                 self.step = nn.Parameter(torch.zeros(1, config.horizon, config.dim))
                 nn.init.trunc_normal_(self.step, std=0.02)
-                layer = nn.TransformerEncoderLayer(config.dim, config.num_heads, 4 * config.dim, dropout=0.0,
+                layer = nn.TransformerEncoderLayer(config.dim, config.num_heads, 4 * config.dim, dropout=config.dropout,
                                                    activation="gelu", batch_first=True, norm_first=True)
                 self.sequence_blocks = nn.TransformerEncoder(layer, config.depth, enable_nested_tensor=False)
                 self.register_buffer("causal", torch.ones(config.horizon, config.horizon, dtype=torch.bool).triu(1),
