@@ -72,6 +72,8 @@ HELP = {
     "controller_layer_dropout": "dropout in the controller's attention layers while it trains (a regularizer for few "
                                 "labels)",
     "controller_weight_decay": "AdamW weight decay of the controller's fit",
+    "controller_pseudo_labels": "share of the training episodes more, without actions, that the sequence controller "
+                                "fits on with pseudo-actions read back from the IDM's latents",
     "context": "observed steps the world model sees",
     "cost_steps": "cost the distance to the goal at every imagined step, or at the last one only (the reference "
                   "paper's)",

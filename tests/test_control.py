@@ -240,6 +240,32 @@ def test_sequences_cut_windows_inside_episodes():
     assert latents[..., 0].tolist() == [[0, -1, -2], [-2, -3, -4], [-6, -7, -8]]
 
 
+def test_pseudo_labels_read_the_action_back_from_the_latent_and_join_as_episodes_of_their_own():
+    """On :func:`make_sequences` (z_t = a_t · p_t, p_t in the state) the action decoder recovers a_t from (z_t, s_t)
+    on episodes it never saw; pseudo-labeled episodes keep their states and latents, get the decoder's actions
+    clipped to the labeled range on their transitions, and are appended with their windows inside them."""
+    from lavid.planning.fit_controller import fit_action_decoder, pseudo_label
+
+    generator = torch.Generator().manual_seed(4)
+    labeled, unlabeled = make_sequences(60, 12, 4, generator), make_sequences(10, 12, 4, generator)
+    torch.manual_seed(0)
+    decoder, r2 = fit_action_decoder(labeled, steps=600)
+    assert r2 > 0.8
+    low, high = torch.full((1,), -0.5), torch.full((1,), 0.5)
+    labeled_again = pseudo_label(unlabeled, decoder, low, high)
+    rows = unlabeled.transitions
+    assert len(rows) == 10 * 11 and not (rows % 12 == 11).any()  # every step but each episode's last
+    assert torch.equal(labeled_again.states, unlabeled.states) and torch.equal(labeled_again.latents, unlabeled.latents)
+    assert labeled_again.actions[rows].abs().max() <= 0.5 and labeled_again.actions[11].item() == 0.0
+    inside = (unlabeled.actions[rows].abs() < 0.4).flatten()  # the decoder's accuracy where clipping does not act
+    error = (labeled_again.actions[rows] - unlabeled.actions[rows]).flatten()[inside].pow(2).mean()
+    assert error < 0.2 * unlabeled.actions[rows].flatten()[inside].var()
+    both = labeled.concat(labeled_again)
+    assert len(both.starts) == len(labeled.starts) + len(unlabeled.starts)
+    observed, actions, latents = both.batch(torch.tensor([len(labeled.starts)]))  # the first pseudo-labeled window
+    assert torch.equal(observed[0, 1], unlabeled.states[0]) and torch.equal(latents[0], unlabeled.latents[:4])
+
+
 def test_the_sequence_controllers_imagination_reads_only_the_observed_states():
     torch.manual_seed(0)
     model = LatentActionWorldModel(tiny_config(action_dim=2)).eval()
@@ -522,6 +548,19 @@ def test_train_controller_fits_a_sequence_controller(latent_run, tmp_path):
         assert np.isfinite(summary[key])
     controller, _ = load_controller(out)
     assert controller.sequential and controller.config.horizon == 4
+    assert summary["pseudo_labeled_episodes"] == 0 and summary["action_decoder_r2"] is None
+    pseudo = train_controller(ControllerTrainConfig(
+        run=str(latent_run), out_dir=str(tmp_path / "pseudo"), labeled_fraction=0.5, pseudo_labeled_fraction=0.5,
+        steps=20, batch_size=16, eval_frames=4, progress=False,
+        controller=ControllerConfig(variant="sequence", dim=16, depth=1, num_heads=2, horizon=4)))
+    assert pseudo["labeled_transitions"] == 15 * pseudo["labeled_episodes"]  # the true actions seen: not the pseudo
+    assert pseudo["pseudo_labeled_episodes"] == pseudo["labeled_episodes"] >= 2
+    assert pseudo["action_decoder_r2"] is not None and np.isfinite(pseudo["rollout_ratio"])
+    with pytest.raises(ConfigError, match="pseudo_labeled_fraction"):
+        ControllerTrainConfig(run="x", labeled_fraction=0.5, pseudo_labeled_fraction=0.6,
+                              controller=ControllerConfig(variant="sequence")).validate()
+    with pytest.raises(ConfigError, match="pseudo_labeled_fraction"):
+        ControllerTrainConfig(run="x", pseudo_labeled_fraction=0.2).validate()  # the attention controller
 
 
 def test_train_controller_with_an_imagined_round(latent_run, tmp_path):
@@ -767,6 +806,8 @@ def test_evals_plan_anchors_protocol_writes_the_issue_columns_and_reuses_rows(re
     assert float(by["random"]["success_ci_low"]) <= float(by["random"]["success_rate"]) <= float(
         by["random"]["success_ci_high"])
     assert len((out / "runs.jsonl").read_text().splitlines()) == 6
+    header = (out / "results.md").read_text().split("\n")[0]
+    assert re.search(r"starts \d\.\d{3} m from its goal \(mean\), [0-3] of 3 pairs already inside", header), header
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "seed 0: success" not in again.stdout  # finished rows reused
     more = command.copy()
@@ -932,3 +973,5 @@ def test_each_controller_setting_gets_its_own_folder_so_another_fit_is_never_reu
     assert controller_folder(PlanPreset(controller="sequence")) == "controller_sequence"
     assert (controller_folder(PlanPreset(controller_layer_dropout=0.1, controller_weight_decay=0.05))
             == "controller_layerdrop0.1_wd0.05")
+    assert (controller_folder(PlanPreset(controller="sequence", controller_pseudo_labels=0.4))
+            == "controller_sequence_pseudo0.4")

@@ -37,7 +37,8 @@ dynamics, and renders every candidate, so it is slow (about 10 ms an image on 2 
 
 
 UNSIGNED_DEFAULTS = {"precision": "float32", "controller_previous": False, "controller_dropout": 0.0,
-                     "controller_imagined": 0, "controller_layer_dropout": 0.0, "controller_weight_decay": 1e-4}
+                     "controller_imagined": 0, "controller_layer_dropout": 0.0, "controller_weight_decay": 1e-4,
+                     "controller_pseudo_labels": 0.0}
 """Preset keys added after ``runs.jsonl`` rows were written: at these values they stay out of a row's signature."""
 
 
@@ -81,6 +82,7 @@ class PlanPreset:
     controller_imagined: int = 0
     controller_layer_dropout: float = 0.0
     controller_weight_decay: float = 1e-4
+    controller_pseudo_labels: float = 0.0
     planner: Literal["cem", "mppi"] = "cem"
     samples: int = 128
     elites: int = 16
@@ -105,6 +107,10 @@ class PlanPreset:
         check(self.controller_imagined >= 0, "controller-imagined", f"must be >= 0, got {self.controller_imagined}")
         check(0 <= self.controller_layer_dropout < 1, "controller-layer-dropout",
               f"must be in [0, 1), got {self.controller_layer_dropout}")
+        check(0 <= self.controller_pseudo_labels <= 1 - self.labeled_fraction, "controller-pseudo-labels",
+              f"must be in [0, 1 - labeled-fraction], got {self.controller_pseudo_labels}")
+        check(not self.controller_pseudo_labels or self.controller == "sequence", "controller-pseudo-labels",
+              "is for the sequence controller (--controller sequence)")
         check(self.controller_weight_decay >= 0, "controller-weight-decay",
               f"must be >= 0, got {self.controller_weight_decay}")
         check(self.start_history >= 0, "start-history", f"must be >= 0, got {self.start_history}")
@@ -284,7 +290,8 @@ def controller_folder(p: PlanPreset) -> str:
              f"dropout{p.controller_dropout:g}" if p.controller_dropout else "",
              f"imagined{p.controller_imagined}" if p.controller_imagined else "",
              f"layerdrop{p.controller_layer_dropout:g}" if p.controller_layer_dropout else "",
-             f"wd{p.controller_weight_decay:g}" if p.controller_weight_decay != default.controller_weight_decay else ""]
+             f"wd{p.controller_weight_decay:g}" if p.controller_weight_decay != default.controller_weight_decay else "",
+             f"pseudo{p.controller_pseudo_labels:g}" if p.controller_pseudo_labels else ""]
     return "_".join(["controller", *[part for part in parts if part]])
 
 
@@ -302,7 +309,8 @@ def _controlled(p: PlanPreset, run: Path, action_dim: int, progress: bool):
             controller=ControllerConfig(variant=p.controller, previous_action=p.controller_previous,
                                         horizon=max(ControllerConfig.horizon, p.horizon),
                                         dropout=p.controller_layer_dropout),
-            steps=p.controller_steps, weight_decay=p.controller_weight_decay, seed=p.seed,
+            steps=p.controller_steps, weight_decay=p.controller_weight_decay,
+            pseudo_labeled_fraction=p.controller_pseudo_labels, seed=p.seed,
             prediction_weight=p.controller_prediction, history_dropout=p.controller_dropout,
             imagined_rounds=p.controller_imagined, progress=progress))
     summary = json.loads((controller_dir / "metrics.json").read_text())
@@ -531,6 +539,10 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
     threshold = p.threshold or THRESHOLD.get(s.task, 0.05)
     criterion = (f"every joint within {p.success_qpos} rad of the goal's at any control step (LeWorldModel's "
                  "qpos_match)" if reacher else f"the effector within {threshold} m of the goal's at any step")
+    # how far the goals are: a pair that starts inside the criterion counts as a success for every method
+    start_distance = np.linalg.norm(pairs.start_effector - pairs.goal_effector, axis=-1)
+    trivial = (qpos_success(pairs.start_qpos[:, None], pairs.goal_qpos, p.success_qpos) if reacher
+               else start_distance < threshold)
 
     # a row is one (method, seed): adding methods or seeds reuses the rows already there; a key added after rows
     # were written signs only when it is set, so that those rows stay reusable
@@ -617,8 +629,9 @@ def run_anchors(p: PlanPreset, s: PlanSettings) -> Path:
               f"(action repeat {repeat}: {p.goal_offset * repeat} control steps), budget {p.budget} steps, "
               f"{p.planner.upper()} {planner.samples} samples / {planner.elites} elites / {planner.iterations} "
               f"iterations, horizon {planner.horizon}, receding horizon {p.receding}, seeds {p.seeds}; "
-              f"success: {criterion}. Training data: {_data_summary(data)} at {size}×{size}, {p.train_steps} "
-              "world-model steps.")
+              f"success: {criterion}; the effector starts {start_distance.mean():.3f} m from its goal (mean), "
+              f"{int(trivial.sum())} of {len(trivial)} pairs already inside the criterion. Training data: "
+              f"{_data_summary(data)} at {size}×{size}, {p.train_steps} world-model steps.")
     text = markdown_table(
         ["method", "success (95 % CI)", "final distance (m)", "Δxyz (m)", "s a plan", "labeled transitions",
          "cost Spearman", "held-out ÷ copy", "gain", "trials"],

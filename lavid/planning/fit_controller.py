@@ -71,6 +71,10 @@ class ControllerTrainConfig:
         imagined_rounds: rounds of training on the states the controller meets in its own imagined rollouts
             (windows of ``eval_frames`` of the labeled episodes), ``steps`` more steps each.
         eval_frames: length of the held-out windows for the rollout comparison, and of the imagined windows.
+        pseudo_labeled_fraction: ``sequence`` only: this share of the training episodes more, drawn from the
+            unlabeled ones, joins the fit with pseudo-actions: an :class:`ActionDecoder` fit on the labeled
+            transitions reads each transition's action back from the IDM's latent and the state it starts from.
+            The controller still sees only ``labeled_fraction`` of the true actions.
     """
 
     run: str = ""
@@ -86,6 +90,7 @@ class ControllerTrainConfig:
     history_dropout: float = 0.0
     imagined_rounds: int = 0
     eval_frames: int = 8
+    pseudo_labeled_fraction: float = 0.0
     seed: int = 0
     progress: bool = True
 
@@ -102,6 +107,11 @@ class ControllerTrainConfig:
         check(self.eval_frames >= 2, "eval_frames", f"must be >= 2, got {self.eval_frames}")
         check(self.imagined_rounds == 0 or self.eval_frames >= 3, "eval_frames",
               f"imagined rounds need windows of >= 3 frames, got {self.eval_frames}")
+        check(0 <= self.pseudo_labeled_fraction <= 1 - self.labeled_fraction, "pseudo_labeled_fraction",
+              f"must be in [0, 1 - labeled_fraction = {1 - self.labeled_fraction:g}], got "
+              f"{self.pseudo_labeled_fraction}")
+        check(not self.pseudo_labeled_fraction or self.controller.variant == "sequence", "pseudo_labeled_fraction",
+              "is for the sequence controller")
         if self.controller.variant == "sequence":
             for name in ("prediction_weight", "imagined_rounds"):
                 check(not getattr(self, name), name, "is for the step-by-step controllers, not the sequence one "
@@ -138,6 +148,20 @@ class Sequences:
     starts: torch.Tensor
     horizon: int
 
+    @property
+    def transitions(self) -> torch.Tensor:
+        """``[M]`` the steps that have a transition (every step but an episode's last)."""
+        last = torch.ones_like(self.first, dtype=torch.bool)
+        last[:-1] = self.first[1:] != self.first[:-1]
+        return torch.nonzero(~last)[:, 0]
+
+    def concat(self, other: Sequences) -> Sequences:
+        """These episodes and then ``other``'s, as one set."""
+        offset = self.states.shape[0]
+        return Sequences(torch.cat([self.states, other.states]), torch.cat([self.actions, other.actions]),
+                         torch.cat([self.latents, other.latents]), torch.cat([self.first, other.first + offset]),
+                         torch.cat([self.starts, other.starts + offset]), self.horizon)
+
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Windows from ``starts[index]`` (``[B]``): observed states ``[B, 2, N, D]`` (``s_t−1, s_t``; ``s_t``
         twice at an episode's first step), actions ``[B, H, A]`` and target latents ``[B, H, C]``."""
@@ -146,6 +170,62 @@ class Sequences:
         steps = start[:, None] + torch.arange(self.horizon, device=start.device)
         return (torch.stack([self.states[before], self.states[start]], dim=1), self.actions[steps],
                 self.latents[steps])
+
+
+class ActionDecoder(torch.nn.Module):
+    """``latents [B, C]`` (the IDM's z of s_t -> s_t+1) and ``states [B, N, D]`` (s_t) -> actions ``[B, A]``: the
+    action read back from a transition's latent, to pseudo-label the episodes without actions."""
+
+    def __init__(self, latent_dim: int, state_dim: int, action_dim: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(latent_dim + state_dim, hidden), torch.nn.GELU(),
+                                       torch.nn.Linear(hidden, hidden), torch.nn.GELU(),
+                                       torch.nn.Linear(hidden, action_dim))
+
+    def forward(self, latents: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([latents, states.mean(dim=-2)], dim=-1))
+
+
+def fit_action_decoder(data: Sequences, steps: int = 2000, seed: int = 0, batch_size: int = 512
+                       ) -> tuple[ActionDecoder, float | None]:
+    """An :class:`ActionDecoder` fit on the transitions of every labeled episode but each tenth (the last one of
+    fewer than ten; AdamW, L2), and its R² on those left out (``None`` with a single episode)."""
+    rows = data.transitions
+    episode = torch.unique(data.first, return_inverse=True)[1][rows]
+    count = int(episode.max()) + 1
+    held = (episode % 10 == 9) if count >= 10 else (episode == count - 1) if count >= 2 else episode < 0
+    train, test = rows[~held], rows[held]
+    generator = torch.Generator().manual_seed(seed)
+    decoder = ActionDecoder(data.latents.shape[-1], data.states.shape[-1], data.actions.shape[-1]).to(
+        data.states.device)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=1e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    with torch.enable_grad():
+        for _ in range(steps):
+            index = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=generator).to(
+                train.device)]
+            loss = (decoder(data.latents[index], data.states[index]) - data.actions[index]).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    decoder.eval()
+    if len(test) == 0:
+        return decoder, None
+    truth = data.actions[test]
+    with torch.no_grad():
+        predicted = decoder(data.latents[test], data.states[test])
+    return decoder, float(1 - (predicted - truth).pow(2).sum() / (truth - truth.mean(0)).pow(2).sum())
+
+
+@torch.no_grad()
+def pseudo_label(data: Sequences, decoder: ActionDecoder, low: torch.Tensor, high: torch.Tensor) -> Sequences:
+    """``data`` with each transition's action replaced by ``decoder``'s, clipped to ``[low, high]`` (the labeled
+    actions' range per entry)."""
+    rows = data.transitions
+    actions = torch.zeros_like(data.actions)
+    actions[rows] = torch.maximum(torch.minimum(decoder(data.latents[rows], data.states[rows]), high), low)
+    return Sequences(data.states, actions, data.latents, data.first, data.starts, data.horizon)
 
 
 def split_episodes(data: str, holdout_fraction: float) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
@@ -418,9 +498,22 @@ def train_controller(config: ControllerTrainConfig, device: str | torch.device =
     labeled = choose_labeled(train_episodes, config.labeled_fraction, config.seed)
     log.info("controller: %d of %d training episodes labeled", len(labeled), len(train_episodes))
     action_dim = data_action_dim(DataConfig(data=data))
+    pseudo, decoder_r2 = [], None
     if config.controller.variant == "sequence":
         transitions = collect_sequences(run, labeled, action_dim, config.controller.horizon, device)
         labeled_count = int(transitions.states.shape[0]) - len(labeled)  # an episode of L steps has L − 1
+        if config.pseudo_labeled_fraction:
+            chosen = set(labeled)
+            rest = [e for e in train_episodes if e not in chosen]
+            pseudo = choose_labeled(rest, config.pseudo_labeled_fraction * len(train_episodes) / max(len(rest), 1),
+                                    config.seed + 1)
+            decoder, decoder_r2 = fit_action_decoder(transitions, seed=config.seed)
+            rows = transitions.transitions
+            low, high = transitions.actions[rows].min(0).values, transitions.actions[rows].max(0).values
+            log.info("controller: %d episodes pseudo-labeled (action decoder held-out R² %s)", len(pseudo),
+                     "-" if decoder_r2 is None else f"{decoder_r2:.3f}")
+            extra = collect_sequences(run, pseudo, action_dim, config.controller.horizon, device)
+            transitions = transitions.concat(pseudo_label(extra, decoder, low, high))
     else:
         transitions = collect_transitions(run, labeled, action_dim, device)
         labeled_count = int(transitions.actions.shape[0])
@@ -442,6 +535,7 @@ def train_controller(config: ControllerTrainConfig, device: str | torch.device =
               "labeled_fraction": config.labeled_fraction}
     (out / CONFIG).write_text(json.dumps(record, indent=2))  # JSON is YAML
     summary = {**metrics, "labeled_episodes": len(labeled), "labeled_transitions": labeled_count,
+               "pseudo_labeled_episodes": len(pseudo), "action_decoder_r2": decoder_r2,
                "training_transitions": all_transitions, "final_loss": losses[-1], "losses": losses,
                "out_dir": str(out)}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
