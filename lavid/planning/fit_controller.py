@@ -73,7 +73,7 @@ class ControllerTrainConfig:
         eval_frames: length of the held-out windows for the rollout comparison, and of the imagined windows.
         pseudo_labeled_fraction: ``sequence`` only: this share of the training episodes more, drawn from the
             unlabeled ones, joins the fit with pseudo-actions: an :class:`ActionDecoder` fit on the labeled
-            transitions reads each transition's action back from the IDM's latent and the state it starts from.
+            transitions reads each transition's action back from the IDM's latent and the transition's two states.
             The controller still sees only ``labeled_fraction`` of the true actions.
     """
 
@@ -173,20 +173,24 @@ class Sequences:
 
 
 class ActionDecoder(torch.nn.Module):
-    """``latents [B, C]`` (the IDM's z of s_t -> s_t+1) and ``states [B, N, D]`` (s_t) -> actions ``[B, A]``: the
-    action read back from a transition's latent, to pseudo-label the episodes without actions."""
+    """``latents [B, C]`` (the IDM's z of s_t -> s_t+1) and ``states [B, 2, N, D]`` (s_t, s_t+1) -> actions
+    ``[B, A]``: the action read back from a transition's latent, to pseudo-label the episodes without actions.
+    The attention controller's network the other way round: z embedded, reading the two states' tokens."""
 
-    def __init__(self, latent_dim: int, state_dim: int, action_dim: int, hidden: int = 256) -> None:
+    def __init__(self, latent_dim: int, state_dim: int, num_tokens: int, action_dim: int) -> None:
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(latent_dim + state_dim, hidden), torch.nn.GELU(),
-                                       torch.nn.Linear(hidden, hidden), torch.nn.GELU(),
-                                       torch.nn.Linear(hidden, action_dim))
+        self.net = Controller(ControllerConfig(variant="attention"), latent_dim, state_dim, num_tokens, action_dim)
 
     def forward(self, latents: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([latents, states.mean(dim=-2)], dim=-1))
+        return self.net(latents, states)
 
 
-def fit_action_decoder(data: Sequences, steps: int = 2000, seed: int = 0, batch_size: int = 512
+def both(data: Sequences, rows: torch.Tensor) -> torch.Tensor:
+    """The states of transitions ``rows [B]`` (steps with a next one): ``[B, 2, N, D]`` (s_t, s_t+1)."""
+    return torch.stack([data.states[rows], data.states[rows + 1]], dim=1)
+
+
+def fit_action_decoder(data: Sequences, steps: int = 2000, seed: int = 0, batch_size: int = 256
                        ) -> tuple[ActionDecoder, float | None]:
     """An :class:`ActionDecoder` fit on the transitions of every labeled episode but each tenth (the last one of
     fewer than ten; AdamW, L2), and its R² on those left out (``None`` with a single episode)."""
@@ -196,15 +200,15 @@ def fit_action_decoder(data: Sequences, steps: int = 2000, seed: int = 0, batch_
     held = (episode % 10 == 9) if count >= 10 else (episode == count - 1) if count >= 2 else episode < 0
     train, test = rows[~held], rows[held]
     generator = torch.Generator().manual_seed(seed)
-    decoder = ActionDecoder(data.latents.shape[-1], data.states.shape[-1], data.actions.shape[-1]).to(
-        data.states.device)
+    decoder = ActionDecoder(data.latents.shape[-1], data.states.shape[-1], data.states.shape[-2],
+                            data.actions.shape[-1]).to(data.states.device)
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=1e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     with torch.enable_grad():
         for _ in range(steps):
             index = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=generator).to(
                 train.device)]
-            loss = (decoder(data.latents[index], data.states[index]) - data.actions[index]).pow(2).mean()
+            loss = (decoder(data.latents[index], both(data, index)) - data.actions[index]).pow(2).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -214,7 +218,7 @@ def fit_action_decoder(data: Sequences, steps: int = 2000, seed: int = 0, batch_
         return decoder, None
     truth = data.actions[test]
     with torch.no_grad():
-        predicted = decoder(data.latents[test], data.states[test])
+        predicted = decoder(data.latents[test], both(data, test))
     return decoder, float(1 - (predicted - truth).pow(2).sum() / (truth - truth.mean(0)).pow(2).sum())
 
 
@@ -224,7 +228,8 @@ def pseudo_label(data: Sequences, decoder: ActionDecoder, low: torch.Tensor, hig
     actions' range per entry)."""
     rows = data.transitions
     actions = torch.zeros_like(data.actions)
-    actions[rows] = torch.maximum(torch.minimum(decoder(data.latents[rows], data.states[rows]), high), low)
+    decoded = torch.cat([decoder(data.latents[part], both(data, part)) for part in rows.split(1024)])
+    actions[rows] = torch.maximum(torch.minimum(decoded, high), low)
     return Sequences(data.states, actions, data.latents, data.first, data.starts, data.horizon)
 
 
