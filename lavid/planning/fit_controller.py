@@ -185,7 +185,7 @@ class ActionDecoder(torch.nn.Module):
         return self.net(latents, states)
 
 
-def both(data: Sequences, rows: torch.Tensor) -> torch.Tensor:
+def transition_states(data: Sequences, rows: torch.Tensor) -> torch.Tensor:
     """The states of transitions ``rows [B]`` (steps with a next one): ``[B, 2, N, D]`` (s_t, s_t+1)."""
     return torch.stack([data.states[rows], data.states[rows + 1]], dim=1)
 
@@ -208,7 +208,8 @@ def fit_action_decoder(data: Sequences, steps: int = 2000, seed: int = 0, batch_
         for _ in range(steps):
             index = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=generator).to(
                 train.device)]
-            loss = (decoder(data.latents[index], both(data, index)) - data.actions[index]).pow(2).mean()
+            predicted = decoder(data.latents[index], transition_states(data, index))
+            loss = (predicted - data.actions[index]).pow(2).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -218,7 +219,7 @@ def fit_action_decoder(data: Sequences, steps: int = 2000, seed: int = 0, batch_
         return decoder, None
     truth = data.actions[test]
     with torch.no_grad():
-        predicted = decoder(data.latents[test], both(data, test))
+        predicted = decoder(data.latents[test], transition_states(data, test))
     return decoder, float(1 - (predicted - truth).pow(2).sum() / (truth - truth.mean(0)).pow(2).sum())
 
 
@@ -228,7 +229,7 @@ def pseudo_label(data: Sequences, decoder: ActionDecoder, low: torch.Tensor, hig
     actions' range per entry)."""
     rows = data.transitions
     actions = torch.zeros_like(data.actions)
-    decoded = torch.cat([decoder(data.latents[part], both(data, part)) for part in rows.split(1024)])
+    decoded = torch.cat([decoder(data.latents[part], transition_states(data, part)) for part in rows.split(1024)])
     actions[rows] = torch.maximum(torch.minimum(decoded, high), low)
     return Sequences(data.states, actions, data.latents, data.first, data.starts, data.horizon)
 
