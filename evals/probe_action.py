@@ -8,8 +8,9 @@ fit on training clips and scored by R² on held-out clips of the run's own split
 its ceiling: the same probe from the true poses at t and t+1 of the same transitions (where the data
 stores simulator states; a linear readout of two poses explains only about 0.3 of the DMControl
 actions, a small MLP about 0.5). Beside them, the ridge probe from the run's own feature change
-``s_t+1 − s_t``: what the frames show of the action at all, as the model's features see it. Writes
-action_probe.md and action_probe.json into --out.
+``s_t+1 − s_t``: what the frames show of the action at all, as the model's features see it. And, where
+states are stored, MLP probes from the true pose at t alone and beside z: an IDM may code what the action
+did, which is the action only given the state. Writes action_probe.md and action_probe.json into --out.
 """
 
 from __future__ import annotations

@@ -206,9 +206,29 @@ def test_action_probes_report_linear_and_mlp_beside_their_ceilings_from_the_true
                                  "cartpole-swingup": {"z": 0.5, "change": 0.4, "train": 9, "heldout": 3}})
     lines = table.splitlines()
     assert "R² from z, linear | linear ceiling (true poses t, t+1) | R² from z, MLP | MLP ceiling" in lines[0]
-    assert lines[2] == "| reacher-easy | 360 / 120 | 0.100 | 0.000 | 0.300 | 0.990 | 0.200 |"
-    assert lines[3] == "| cartpole-swingup | 9 / 3 | 0.500 | – | – | – | 0.400 |"
-    assert lines[4] == "| mean | | 0.300 | 0.000 | 0.300 | 0.990 | 0.300 |"
+    assert lines[2] == "| reacher-easy | 360 / 120 | 0.100 | 0.000 | 0.300 | 0.990 | 0.200 | – | – |"
+    assert lines[3] == "| cartpole-swingup | 9 / 3 | 0.500 | – | – | – | 0.400 | – | – |"
+    assert lines[4] == "| mean | | 0.300 | 0.000 | 0.300 | 0.990 | 0.300 | – | – |"
+
+
+def test_conditional_probe_reads_an_action_that_z_codes_only_through_the_state():
+    """z = what the action did, which depends on the state (here its sign flips with the pose): from z alone
+    the action cannot be read, from z and the pose at t it can; the pose alone says nothing of it."""
+    from lavid.metrics.latent_evals import conditional_probes
+
+    g = torch.Generator().manual_seed(0)
+    pose_t = torch.rand(1200, 1, generator=g) * 2 - 1
+    actions = torch.rand(1200, 2, generator=g) * 2 - 1
+    z = torch.cat([actions * torch.sign(pose_t), torch.randn(1200, 2, generator=g)], 1)  # [M, 4]
+    poses = torch.cat([pose_t, pose_t + 0.1 * actions[:, :1]], 1)  # pose at t and t+1
+    fit, test = slice(0, 900), slice(900, None)
+    result = conditional_probes({"t": (z[fit], actions[fit])}, {"t": (z[test], actions[test])},
+                                {"t": (poses[fit], actions[fit])}, {"t": (poses[test], actions[test])})["t"]
+    assert mlp_probe(z[fit], actions[fit], z[test], actions[test])["r2_mean"] < 0.2
+    assert result["pose_mlp"] < 0.1 and result["z_pose_mlp"] > 0.8
+    # poses of other transitions than z's: not scored
+    assert conditional_probes({"t": (z[fit], actions[fit])}, {"t": (z[test], actions[test])},
+                              {"t": (poses[:800], actions[:800])}, {"t": (poses[test], actions[test])}) == {}
 
 
 def test_ablation_table_shows_each_action_probe_next_to_its_ceiling(tmp_path):

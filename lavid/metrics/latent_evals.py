@@ -222,6 +222,46 @@ def action_ceilings(fit: dict[str, tuple[torch.Tensor, torch.Tensor]], test: dic
     return out
 
 
+def conditional_probes(fit_z: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                       test_z: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                       fit_poses: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                       test_poses: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                       seed: int = 0) -> dict[str, dict[str, float]]:
+    """Is the action in z *given the state it was taken in*? Per task, two MLP probes to the action:
+
+    - ``pose_mlp``: from the true pose at t alone (what the state says of the action: about 0 where the
+      policy ignores the state, as white noise does);
+    - ``z_pose_mlp``: from z and the pose at t side by side.
+
+    An IDM's z may code what the action did (the frames' change), which is the action only through the
+    state: a latent that is such a state-dependent code scores low from z alone and high given the pose.
+    The ceiling that goes with both is the MLP from the poses at t and t+1 (:func:`action_ceilings`).
+
+    Args:
+        fit_z, test_z: per task ``(z [M, C], actions [M, A])`` of the training and the held-out transitions.
+        fit_poses, test_poses: per task ``(poses at t and t+1 [M, 2P], actions [M, A])`` of the same
+            transitions (:func:`poses_and_actions`); a task is scored only where both cover exactly as many.
+
+    Returns:
+        ``{task: {"pose_mlp": R², "z_pose_mlp": R²}}`` for the tasks with >= :data:`MLP_MIN_TRAIN` training
+        transitions.
+    """
+    out = {}
+    for task in sorted(set(fit_z) & set(test_z) & set(fit_poses) & set(test_poses)):
+        (z, actions), (z_test, actions_test) = fit_z[task], test_z[task]
+        poses, poses_test = fit_poses[task][0], test_poses[task][0]
+        if (len(poses), len(poses_test)) != (len(z), len(z_test)) or len(z) < MLP_MIN_TRAIN:
+            continue
+        half = poses.shape[1] // 2  # the pose at t; the second half is the pose at t+1
+        pose, pose_test = poses[:, :half].float(), poses_test[:, :half].float()
+        out[task] = {
+            "pose_mlp": mlp_probe(pose, actions, pose_test, actions_test, seed=seed)["r2_mean"],
+            "z_pose_mlp": mlp_probe(torch.cat([z.float(), pose], 1), actions,
+                                    torch.cat([z_test.float(), pose_test], 1), actions_test, seed=seed)["r2_mean"],
+        }
+    return out
+
+
 def _mean(values) -> float | None:
     """The mean of the finite ``values`` (``None`` when there is none)."""
     finite = [v for v in values if v is not None and not math.isnan(v)]
@@ -286,17 +326,19 @@ def action_probe(model, data_config, train_clips: int = 3000, heldout_clips: int
     scored (R²) on held-out clips of ``data_config``'s split: ridge and MLP probes from the IDM latent z,
     a ridge probe from the model's own feature change ``s_t+1 − s_t`` (what the two frames show of the
     action at all), and, where the data stores simulator states, the ridge and MLP probes from the true
-    poses at t and t+1 of the same transitions (each z probe's ceiling: :func:`action_ceilings`).
+    poses at t and t+1 of the same transitions (each z probe's ceiling: :func:`action_ceilings`) and the MLP
+    probes from the pose at t with and without z (:func:`conditional_probes`: the action in z given its state).
 
     The clips' frames are held in memory while they are encoded (3,000 clips of 8 frames at 64² are
     0.3 GB). On the default data 600 / 300 clips gave noisy, low figures (finger 0.29, cartpole −0.29
     where 3,000 / 1,000 give 0.31 and −0.02; more changes nothing: BENCHMARKS.md).
 
     Returns:
-        ``{task: {"z": R², "z_mlp": R², "change": R², "ceiling": R², "ceiling_mlp": R², "train": transitions,
-        "heldout": transitions}}`` (``z_mlp`` / ``ceiling_mlp`` need >= :data:`MLP_MIN_TRAIN` training
-        transitions, the ceilings stored states); empty when no clip has actions on both sides of the split
-        (videos) or the model infers no latent.
+        ``{task: {"z": R², "z_mlp": R², "change": R², "ceiling": R², "ceiling_mlp": R², "pose_mlp": R²,
+        "z_pose_mlp": R², "train": transitions, "heldout": transitions}}`` (the MLP probes need >=
+        :data:`MLP_MIN_TRAIN` training transitions; the ceilings and :func:`conditional_probes`' ``pose_mlp`` /
+        ``z_pose_mlp`` stored states); empty when no clip has actions on both sides of the split (videos) or
+        the model infers no latent.
     """
     from lavid.data.clips import ClipDataset
     from lavid.data.eval_data import load_split
@@ -340,6 +382,10 @@ def action_probe(model, data_config, train_clips: int = 3000, heldout_clips: int
             out[task]["ceiling"] = ceiling["linear"]
             if "mlp" in ceiling:
                 out[task]["ceiling_mlp"] = ceiling["mlp"]
+        latents = {task: (z, actions) for task, (z, _, actions) in fit.items()}
+        latents_test = {task: (z, actions) for task, (z, _, actions) in test.items()}
+        for task, row in conditional_probes(latents, latents_test, fit_poses, test_poses, seed).items():
+            out[task].update(row)
     return out
 
 
@@ -349,6 +395,8 @@ ACTION_PROBE_COLUMNS = (  # (key of an action_probe row, header)
     ("z_mlp", "R² from z, MLP"),
     ("ceiling_mlp", "MLP ceiling (true poses t, t+1)"),
     ("change", "R² from the feature change, linear"),
+    ("pose_mlp", "MLP from the pose at t alone"),
+    ("z_pose_mlp", "MLP from z and the pose at t"),
 )
 
 

@@ -15,10 +15,11 @@ from lavid.training.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-ACTION_KINDS = ("z", "z_mlp", "change", "ceiling", "ceiling_mlp")
+ACTION_KINDS = ("z", "z_mlp", "change", "ceiling", "ceiling_mlp", "pose_mlp", "z_pose_mlp")
 """The action probe's values logged as ``probe/action_{kind}/{task}`` and ``probe/action_{kind}/mean``: R² of
-the linear and the MLP probe from z, of the linear probe from the feature change, and of the linear and
-the MLP probe from the true poses at t and t+1 (z's ceilings; :func:`lavid.metrics.latent_evals.action_probe`)."""
+the linear and the MLP probe from z, of the linear probe from the feature change, of the linear and
+the MLP probe from the true poses at t and t+1 (z's ceilings), and of the MLP probes from the pose at t alone
+and beside z (:func:`lavid.metrics.latent_evals.action_probe`)."""
 
 
 def probe_after_training(model, config: TrainConfig, out: Path) -> dict[str, float]:
@@ -56,7 +57,7 @@ def _action_probe(model, config: TrainConfig, out: Path) -> dict[str, float]:
     if not result:
         return {}
     (out / "action_probe.md").write_text(format_action_probe(result) + "\n")
-    # z (linear), z_mlp, change, and z's ceilings from the true poses (ceiling, ceiling_mlp) where there are any
+    # z (linear), z_mlp, change, z's ceilings from the true poses and the probes given the pose where there are any
     summary = {f"probe/action_{kind}/{task}": row[kind] for task, row in result.items() for kind in ACTION_KINDS
                if kind in row}
     for kind in ACTION_KINDS:  # the mean over the tasks with a finite value (NaN: none has)
