@@ -23,10 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from lavid.core.cli import fail, setup_logging  # noqa: E402
+from lavid.core.cli import fail, setup_logging
 
 COLUMNS = (("z", "z"), ("z_pose", "z + pose t"), ("features", "features t, t+1"), ("poses", "poses t, t+1"))
 
