@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                "train": len(z), "heldout": len(z_test)}
         result[task] = row
         print(task, {k: round(v, 3) for k, v in row.items()}, flush=True)
+    if not result:
+        return fail(DatasetFormatError(f"the data of {args.checkpoint} has no task with actions and stored simulator "
+                                       "states on both sides of its split: nothing to probe"))
     lines = ["| task | transitions (train / held out) | " + " | ".join(h for _, h in COLUMNS) + " |",
              "|---|---|" + "---:|" * len(COLUMNS)]
     for task, row in result.items():
