@@ -163,6 +163,18 @@ def test_mlp_probe_is_near_zero_on_noise_and_the_same_for_the_same_seed():
         mlp_probe(noise[:4], actions[:4], noise[300:], actions[300:])
 
 
+def test_mlp_probe_reads_an_input_constant_in_training_as_zero_on_the_test_transitions():
+    """A feature that never moves on the training transitions but fires on held-out ones (a unit that only
+    a held-out pose turns on) once scored R² -3e8: its std was clamped to 1e-6. It now reads as 0."""
+    g = torch.Generator().manual_seed(2)
+    latents = torch.randn(400, 4, generator=g)
+    actions = latents[:, :2] * 2
+    latents = torch.cat([latents, torch.zeros(400, 1)], dim=1)
+    latents[300:, 4] = 5.0  # constant 0 in training, 5 on the test transitions
+    mlp = mlp_probe(latents[:300], actions[:300], latents[300:], actions[300:])
+    assert mlp["r2_mean"] > 0.8
+
+
 def _reacher_clips(count: int, seed: int, states: bool = True):
     """Clips of random frames whose stored reacher states turn two hinge angles by the clip's actions."""
     from lavid.data.eval_data import EvalClips

@@ -72,6 +72,23 @@ def test_probe_recovers_a_linear_map_and_rejects_noise():
     assert summary["probe/state/dmc_mean"] > 0.98 and "probe/change/reacher-easy" in summary
 
 
+def test_mlp_readout_reads_a_pose_that_the_features_code_nonlinearly():
+    """Features that code each pose direction as its sign and its magnitude: a ridge reads part of it, the MLP
+    readout nearly all of it (as for an arm seen from many start poses, the question of the Jaco probe)."""
+    rotation = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(3)))[0]
+
+    def code(pose, _):
+        direction = pose @ rotation * 3
+        return torch.cat([direction.sign(), direction.abs()], dim=1)
+
+    episodes = _episodes(code)
+    linear = probe_states(episodes, readout="linear").state["reacher-easy"]
+    mlp = probe_states(episodes, readout="mlp").state["reacher-easy"]
+    assert linear["position"] < 0.5 and mlp["position"] > 0.8 and mlp["to_target"] > 0.85
+    with pytest.raises(ValueError, match="readout must be one of linear, mlp"):
+        probe_states(episodes, readout="kernel")
+
+
 def test_probe_reduces_wide_features_before_the_ridge():
     mixing = torch.randn(8, 3000, generator=torch.Generator().manual_seed(2))
     result = probe_states(_episodes(lambda s, g: s @ mixing), max_dim=64)
@@ -82,12 +99,18 @@ def test_probe_command_on_simulator_data(sim_data, tmp_path):
     out = tmp_path / "probe"
     command = [sys.executable, str(ROOT / "evals" / "probe_state.py"), f"data={sim_data}", "data.frames=4",
                "data.holdout_fraction=0.3", "model.encoder.img_size=32", "model.encoder.patch_size=8",
-               "model.encoder.depth=1", "--out", str(out)]
+               "model.encoder.depth=1", "--readouts", "linear,mlp", "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "state_probe.json").read_text())
     assert set(data["state"]["cartpole-swingup"]) == {"position"}
     assert "| cartpole-swingup |" in (out / "state_probe.md").read_text()
+    mlp = json.loads((out / "state_probe_mlp.json").read_text())  # the MLP readout of the same episodes
+    assert mlp["readout"] == "mlp" and mlp["samples"] == data["samples"]
+    assert set(mlp["state"]["cartpole-swingup"]) == {"position"}
+    bad = subprocess.run(command[:-4] + ["--readouts", "linear,kernel", "--out", str(out)], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "--readouts" in bad.stderr and "kernel" in bad.stderr
 
 
 def test_probe_command_without_states_is_a_clear_error(video_dir, tmp_path):

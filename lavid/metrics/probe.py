@@ -126,7 +126,10 @@ def mlp_probe(train_latents: torch.Tensor, train_actions: torch.Tensor, test_lat
         raise ValueError(f"an MLP probe needs >= {MLP_MIN_TRAIN} training and >= 1 test transitions, got {count} "
                          f"and {len(test_latents)}")
     x, y = train_latents.float(), train_actions.float()
-    x_mean, x_std = x.mean(0), x.std(0).clamp(min=1e-6)
+    x_mean, x_std = x.mean(0), x.std(0)
+    # an input constant on the training transitions says nothing there; where it moves on the test ones
+    # (a feature that fires only on held-out poses) a tiny std would blow it up: it is read as 0 instead
+    x_std = torch.where(x_std > 1e-6, x_std, torch.full_like(x_std, float("inf")))
     y_mean, y_std = y.mean(0), y.std(0).clamp(min=1e-6)
     x, y = (x - x_mean) / x_std, (y - y_mean) / y_std
     held = min(max(1, round(validation * count)), count - 2)

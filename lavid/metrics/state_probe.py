@@ -1,4 +1,4 @@
-"""Does the frame representation see what the action changes? Linear probes to the simulator state.
+"""Does the frame representation see what the action changes? Probes to the simulator state.
 
 Simulator datasets store, at every step, the proprioceptive observation (``state``) the task exposes.
 Its *pose* entries (joint angles, orientations, heights, positions; not velocities, torques or
@@ -7,10 +7,13 @@ touch sensors, which one frame cannot show) are what an action moves. Two held-o
 - **state**: features of a step ``[N·D]`` -> the pose at that step;
 - **change**: feature change between two consecutive steps -> the pose change between them.
 
-Both are ridge regressions (strength by 5-fold cross-validation, :func:`lavid.metrics.probe.choose_ridge`)
-fit on training episodes and scored by R² on held-out episodes. Features wider than ``max_dim`` are
-first reduced by PCA fit on the training features (a ridge on 8,192 token features would cost minutes
-per fold and gain nothing over their leading components).
+Both are ridge regressions by default (strength by 5-fold cross-validation,
+:func:`lavid.metrics.probe.choose_ridge`) fit on training episodes and scored by R² on held-out episodes.
+Features wider than ``max_dim`` are first reduced by PCA fit on the training features (a ridge on 8,192
+token features would cost minutes per fold and gain nothing over their leading components). With
+``readout="mlp"`` the same split is read by :func:`lavid.metrics.probe.mlp_probe` instead (two hidden
+layers, early-stopped on the last fifth of the training steps, seeded): it tells features that hold the
+pose nonlinearly (an arm seen from many start poses) from features that do not hold it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from lavid.metrics.probe import choose_ridge, fit_ridge
+from lavid.metrics.probe import choose_ridge, fit_ridge, mlp_probe
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +161,22 @@ class ProbeResult:
         return out
 
 
-def _r2_per_group(train_x, train_y, test_x, test_y, groups: dict[str, slice]) -> dict[str, float]:
+READOUTS = ("linear", "mlp")
+"""The probe's readouts: ridge regression, or :func:`lavid.metrics.probe.mlp_probe`."""
+
+
+def _r2_per_group(train_x, train_y, test_x, test_y, groups: dict[str, slice], readout: str = "linear",
+                  seed: int = 0) -> dict[str, float]:
     """R² of each pose entry, pooled over its columns: 1 − Σ residual² / Σ (y − held-out mean)².
 
     Pooled rather than averaged per column, so a column that hardly varies on the few held-out episodes
     (a Jaco joint that barely moved) cannot send the entry's score to −50.
     """
-    prediction = fit_ridge(train_x, train_y, choose_ridge(train_x, train_y))(test_x)
+    if readout == "mlp":
+        prediction = mlp_probe(train_x, train_y, test_x, test_y, seed=seed, return_prediction=True)["prediction"]
+        prediction = prediction.double()
+    else:
+        prediction = fit_ridge(train_x, train_y, choose_ridge(train_x, train_y))(test_x)
     out = {}
     for key, where in groups.items():
         target = test_y[:, where]
@@ -174,11 +186,20 @@ def _r2_per_group(train_x, train_y, test_x, test_y, groups: dict[str, slice]) ->
     return out
 
 
-def probe_states(episodes: list[EpisodeFeatures], max_dim: int = 512) -> ProbeResult:
+def probe_states(episodes: list[EpisodeFeatures], max_dim: int = 512, readout: str = "linear",
+                 seed: int = 0) -> ProbeResult:
     """Fit the state and change probes per task on training episodes; R² on held-out ones.
 
+    Args:
+        readout: ``"linear"`` (ridge) or ``"mlp"`` (:func:`lavid.metrics.probe.mlp_probe`, seeded by ``seed``).
+
     Tasks without both training and held-out episodes are skipped (with a log line).
+
+    Raises:
+        ValueError: an unknown ``readout``.
     """
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
     result = ProbeResult()
     for task in sorted({e.task for e in episodes}):
         mine = [e for e in episodes if e.task == task]
@@ -204,7 +225,7 @@ def probe_states(episodes: list[EpisodeFeatures], max_dim: int = 512) -> ProbeRe
             train_x, train_y = stack(train, kind == "change")
             test_x, test_y = stack(test, kind == "change")
             train_x, test_x = reduce_dim(train_x, test_x, max_dim)
-            getattr(result, kind)[task] = _r2_per_group(train_x, train_y, test_x, test_y, local)
+            getattr(result, kind)[task] = _r2_per_group(train_x, train_y, test_x, test_y, local, readout, seed)
         result.samples[task] = (sum(len(e.features) for e in train), sum(len(e.features) for e in test),
                                 len(train), len(test))
     return result
@@ -274,18 +295,26 @@ def collect_episodes(encode, data, holdout_fraction: float, tubelet: int = 1, ma
 
 
 @torch.no_grad()
-def probe_model(model, data, holdout_fraction: float, max_episodes: int = 24, max_steps: int = 100,
-                seed: int = 0) -> ProbeResult | None:
-    """The state probe of ``model``'s (target) encoder on ``data``; ``None`` when no dataset stores states."""
+def model_episodes(model, data, holdout_fraction: float, max_episodes: int = 24, max_steps: int = 100,
+                   seed: int = 0) -> list[EpisodeFeatures]:
+    """:func:`collect_episodes` through ``model``'s (target) encoder, in eval mode (its mode restored after)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        episodes = collect_episodes(lambda frames: model.encode(frames.to(device), target=True), data,
-                                    holdout_fraction, model.config.encoder.tubelet, max_episodes, max_steps, seed)
+        return collect_episodes(lambda frames: model.encode(frames.to(device), target=True), data,
+                                holdout_fraction, model.config.encoder.tubelet, max_episodes, max_steps, seed)
     finally:
         model.train(was_training)
-    return probe_states(episodes) if episodes else None
+
+
+def probe_model(model, data, holdout_fraction: float, max_episodes: int = 24, max_steps: int = 100,
+                seed: int = 0, readout: str = "linear") -> ProbeResult | None:
+    """The state probe of ``model``'s (target) encoder on ``data``; ``None`` when no dataset stores states."""
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
+    episodes = model_episodes(model, data, holdout_fraction, max_episodes, max_steps, seed)
+    return probe_states(episodes, readout=readout, seed=seed) if episodes else None
 
 
 def format_table(result: ProbeResult) -> str:
