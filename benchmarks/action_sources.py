@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lavid.data.clips import DatasetFormatError
     from lavid.data.eval_data import load_split
-    from lavid.metrics.latent_evals import _by_task, conditional_probes, encode_clips, poses_and_actions
+    from lavid.metrics.latent_evals import by_task, conditional_probes, encode_clips, poses_and_actions
     from lavid.metrics.probe import mlp_probe
     from lavid.training.runs import RunError, load_run
 
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         clips = load_split(config.data, name, count, seed=config.seed, states=True)
         states, _ = encode_clips(model, clips.frames)
         pairs = torch.cat([states[:, :-1].flatten(2), states[:, 1:].flatten(2)], dim=2)  # [B, S-1, 2·N·D]
-        return (_by_task(clips, tubelet, model.infer_latents(states)[0].cpu()),
-                _by_task(clips, tubelet, pairs.cpu()), poses_and_actions(clips, tubelet))
+        return (by_task(clips, tubelet, model.infer_latents(states)[0].cpu()),
+                by_task(clips, tubelet, pairs.cpu()), poses_and_actions(clips, tubelet))
 
     fit_z, fit_features, fit_poses = split("train", args.train_clips)
     test_z, test_features, test_poses = split("heldout", args.clips)

@@ -149,7 +149,7 @@ def pixel_metrics(model, decoder, frames: torch.Tensor, states: torch.Tensor, ta
     return {key: value / count for key, value in sums.items()}
 
 
-def _by_task(clips: EvalClips, tubelet: int, *per_transition) -> dict[str, tuple[torch.Tensor, ...]]:
+def by_task(clips: EvalClips, tubelet: int, *per_transition) -> dict[str, tuple[torch.Tensor, ...]]:
     """Per task, over the clips that have actions: each of ``per_transition`` (``[B, S-1, F]``, or a list
     of ``B`` per-clip ``[S-1, F]`` or ``None``; clips with a ``None`` are left out) as ``[M, F]``, then the
     transitions' actions ``[M, A]``."""
@@ -194,7 +194,7 @@ def poses_and_actions(clips: EvalClips, tubelet: int) -> dict[str, tuple[torch.T
     actions and stored states (:func:`transition_poses`); empty when no clip has states."""
     if not any(state is not None for state in clips.states):
         return {}
-    return _by_task(clips, tubelet, transition_poses(clips, tubelet))
+    return by_task(clips, tubelet, transition_poses(clips, tubelet))
 
 
 def action_ceilings(fit: dict[str, tuple[torch.Tensor, torch.Tensor]], test: dict[str, tuple[torch.Tensor, torch.Tensor]],
@@ -270,7 +270,7 @@ def _mean(values) -> float | None:
 
 def _latents_and_actions(model, clips: EvalClips, states: torch.Tensor, tubelet: int):
     """Per task: ``(latents [M, C], actions [M, A])`` of every transition of the clips that have actions."""
-    return _by_task(clips, tubelet, model.infer_latents(states)[0].cpu())
+    return by_task(clips, tubelet, model.infer_latents(states)[0].cpu())
 
 
 PROBE_KINDS = ("r2", "r2_mlp", "ceiling", "ceiling_mlp")
@@ -356,7 +356,7 @@ def action_probe(model, data_config, train_clips: int = 3000, heldout_clips: int
             return {}, {}
         states, _ = encode_clips(model, clips.frames)
         change = (states[:, 1:] - states[:, :-1]).flatten(2).cpu()
-        return (_by_task(clips, tubelet, model.infer_latents(states)[0].cpu(), change),
+        return (by_task(clips, tubelet, model.infer_latents(states)[0].cpu(), change),
                 poses_and_actions(clips, tubelet))
 
     was_training = model.training
