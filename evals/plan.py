@@ -74,6 +74,8 @@ HELP = {
     "controller_weight_decay": "AdamW weight decay of the controller's fit",
     "controller_pseudo_labels": "share of the training episodes more, without actions, that the sequence controller "
                                 "fits on with pseudo-actions read back from the IDM's latents",
+    "controller_validation": "share of the labeled episodes held back from the controller's fit to choose its length "
+                             "(the weights with the lowest latent error on them are kept; 0: the last step's)",
     "context": "observed steps the world model sees",
     "cost_steps": "cost the distance to the goal at every imagined step, or at the last one only (the reference "
                   "paper's)",

@@ -13,7 +13,7 @@ import torch
 
 from lavid.planning.controller import Controller, ControllerConfig
 from lavid.planning.dynamics import ActionDynamics, pairs
-from lavid.planning.fit_controller import ControllerTrainConfig, Transitions, fit
+from lavid.planning.fit_controller import ControllerTrainConfig, Sequences, Transitions, fit
 from lavid.planning.mpc import GoalCost, RandomAgent, ReplayAgent, run_closed_loop
 from lavid.planning.planner import PlannerConfig, plan, seeded_generators, warm_start
 from lavid.core.config import ConfigError
@@ -494,7 +494,7 @@ def test_train_controller_fits_saves_and_reloads_with_a_few_labels(latent_run, t
     assert summary["labeled_transitions"] == 15 * summary["labeled_episodes"]
     assert summary["labeled_transitions"] < summary["training_transitions"]
     assert summary["losses"][-1] < summary["losses"][0]
-    for key in ("latent_r2", "rollout_ratio", "action_gain", "one_step_ratio"):
+    for key in ("latent_r2", "latent_r2_fit", "rollout_ratio", "action_gain", "one_step_ratio"):
         assert np.isfinite(summary[key])
     controller, run_dir = load_controller(out)
     assert controller.action_dim == 1 and run_dir == str(latent_run.resolve())
@@ -535,6 +535,47 @@ def test_imagined_transitions_are_what_the_controller_meets_in_a_plan():
         ControllerTrainConfig(run="x", imagined_rounds=-1).validate()
 
 
+def test_controller_ceiling_reads_the_latent_from_each_input_set(latent_run, tmp_path):
+    """benchmarks/controller_ceiling.py: one held-out R² per input set and labeled share, on the run's own split;
+    the IDM's own inputs (s_t, s_t+1) give z back better than the action alone."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import controller_ceiling
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    out = tmp_path / "ceiling"
+    assert controller_ceiling.main(["--run", str(latent_run), "--fractions", "0.5", "1.0", "--hidden", "32",
+                                    "--max-steps", "300", "--out", str(out)]) == 0
+    rows = json.loads((out / "controller_ceiling.json").read_text())["rows"]
+    assert len(rows) == 2 * len(controller_ceiling.INPUTS)
+    half, every = (next(r["transitions"] for r in rows if r["fraction"] == f) for f in (0.5, 1.0))
+    assert 0 < half < every  # half the training episodes, drawn as the controller's labels
+    assert all(np.isfinite(r["r2"]) and r["r2"] <= 1 for r in rows)
+    assert "| a_t |" in (out / "controller_ceiling.md").read_text()
+
+
+def test_the_controller_ceiling_reads_a_latent_that_needs_state_and_action_only_from_both():
+    """z = the action turned by the state (as a joint's effect on the picture depends on the pose): the readout
+    finds it from (s_t, a_t), not from either alone."""
+    from benchmarks.controller_ceiling import read_latent
+
+    generator = torch.Generator().manual_seed(0)
+
+    def part(count):
+        angle = torch.rand(count, 1, generator=generator) * 6.28
+        action = torch.rand(count, 1, generator=generator) * 2 - 1
+        return {"s": torch.cat([angle.cos(), angle.sin()], 1), "a": action,
+                "z": torch.cat([angle.cos() * action, angle.sin() * action], 1)}
+
+    fit_part, test_part = part(2000), part(500)
+    both, _ = read_latent(fit_part, test_part, ("s", "a"), hidden=64, max_steps=3000)
+    action, _ = read_latent(fit_part, test_part, ("a",), hidden=64, max_steps=3000)
+    state, _ = read_latent(fit_part, test_part, ("s",), hidden=64, max_steps=3000)
+    assert both > 0.9 and action < 0.1 and state < 0.1
+
+
 def test_train_controller_fits_a_sequence_controller(latent_run, tmp_path):
     from lavid.planning.fit_controller import load_controller, train_controller
 
@@ -544,7 +585,7 @@ def test_train_controller_fits_a_sequence_controller(latent_run, tmp_path):
         progress=False, controller=ControllerConfig(variant="sequence", dim=16, depth=1, num_heads=2, horizon=4)))
     assert summary["labeled_transitions"] == 15 * summary["labeled_episodes"]
     assert summary["losses"][-1] < summary["losses"][0]
-    for key in ("latent_r2", "rollout_ratio", "action_gain", "one_step_ratio"):
+    for key in ("latent_r2", "latent_r2_fit", "rollout_ratio", "action_gain", "one_step_ratio"):
         assert np.isfinite(summary[key])
     controller, _ = load_controller(out)
     assert controller.sequential and controller.config.horizon == 4
@@ -561,6 +602,59 @@ def test_train_controller_fits_a_sequence_controller(latent_run, tmp_path):
                               controller=ControllerConfig(variant="sequence")).validate()
     with pytest.raises(ConfigError, match="pseudo_labeled_fraction"):
         ControllerTrainConfig(run="x", pseudo_labeled_fraction=0.2).validate()  # the attention controller
+
+
+def test_validation_keeps_the_controller_from_learning_its_few_labels_by_heart():
+    """Few noisy labels of a linear map: fit long, the controller learns the noise; checked on held-back
+    transitions, the weights from before that are kept (and they predict the held-back ones best)."""
+    from lavid.planning.fit_controller import validation_error
+
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.randn(3, 5, generator=generator)
+    actions = torch.rand(296, 3, generator=generator) * 2 - 1
+    states = torch.zeros(296, 2, 1, 4)
+    latents = actions @ weights
+    noisy = latents[:40] + 0.7 * torch.randn(40, 5, generator=generator)  # 40 labels, noisy
+    data, held = Transitions(actions[:40], states[:40], noisy), Transitions(actions[40:], states[40:], latents[40:])
+    config = ControllerTrainConfig(run="x", steps=1500, batch_size=40, lr=3e-3, weight_decay=0.0, progress=False,
+                                   validation_every=25)
+
+    def fitted(validation):
+        torch.manual_seed(0)
+        controller = Controller(ControllerConfig(variant="mlp", dim=128, depth=3), 3, 4, 1, 5)
+        _, kept = fit(controller, data, config, validation=validation)
+        return controller, kept
+
+    last, none = fitted(None)
+    early, kept = fitted(held)
+    assert none is None and 25 <= kept["step"] < config.steps
+    assert validation_error(early, held) == pytest.approx(kept["error"], rel=1e-5)  # the kept weights are loaded
+    assert kept["error"] < 0.5 * validation_error(last, held)  # measured: about 0.1x
+    with pytest.raises(ValueError, match="kind"):
+        fit(fitted(None)[0], data, config, validation=Sequences(states[:, 0], actions, latents,
+                                                                 torch.zeros(296, dtype=torch.long),
+                                                                 torch.arange(4), 2))
+
+
+def test_train_controller_holds_back_labeled_episodes_to_choose_its_step(latent_run, tmp_path):
+    from lavid.planning.fit_controller import train_controller
+
+    common = dict(run=str(latent_run), labeled_fraction=0.5, steps=20, batch_size=16, eval_frames=4, progress=False,
+                  controller=ControllerConfig(variant="sequence", dim=16, depth=1, num_heads=2, horizon=4))
+    plain = train_controller(ControllerTrainConfig(out_dir=str(tmp_path / "plain"), **common))
+    checked = train_controller(ControllerTrainConfig(out_dir=str(tmp_path / "checked"), validation_fraction=0.5,
+                                                     validation_every=5, **common))
+    assert plain["validation_episodes"] == 0 and plain["kept_step"] is None
+    assert checked["validation_episodes"] >= 1
+    # the held-back episodes are labeled all the same: the same labels, fewer of them fit
+    assert checked["labeled_episodes"] == plain["labeled_episodes"] >= 2
+    assert checked["labeled_transitions"] == plain["labeled_transitions"]
+    assert checked["kept_step"] in (5, 10, 15, 20) and np.isfinite(checked["validation_error"])
+    with pytest.raises(ValueError, match=">= 2 labeled episodes"):
+        train_controller(ControllerTrainConfig(out_dir=str(tmp_path / "one"), **{**common, "labeled_fraction": 0.01},
+                                               validation_fraction=0.5))
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        ControllerTrainConfig(run="x", validation_fraction=1.0).validate()
 
 
 def test_train_controller_with_an_imagined_round(latent_run, tmp_path):
@@ -975,3 +1069,4 @@ def test_each_controller_setting_gets_its_own_folder_so_another_fit_is_never_reu
             == "controller_layerdrop0.1_wd0.05")
     assert (controller_folder(PlanPreset(controller="sequence", controller_pseudo_labels=0.4))
             == "controller_sequence_pseudo0.4")
+    assert controller_folder(PlanPreset(controller_validation=0.1)) == "controller_val0.1"

@@ -38,7 +38,7 @@ dynamics, and renders every candidate, so it is slow (about 10 ms an image on 2 
 
 UNSIGNED_DEFAULTS = {"precision": "float32", "controller_previous": False, "controller_dropout": 0.0,
                      "controller_imagined": 0, "controller_layer_dropout": 0.0, "controller_weight_decay": 1e-4,
-                     "controller_pseudo_labels": 0.0}
+                     "controller_pseudo_labels": 0.0, "controller_validation": 0.0}
 """Preset keys added after ``runs.jsonl`` rows were written: at these values they stay out of a row's signature."""
 
 
@@ -83,6 +83,7 @@ class PlanPreset:
     controller_layer_dropout: float = 0.0
     controller_weight_decay: float = 1e-4
     controller_pseudo_labels: float = 0.0
+    controller_validation: float = 0.0
     planner: Literal["cem", "mppi"] = "cem"
     samples: int = 128
     elites: int = 16
@@ -109,6 +110,8 @@ class PlanPreset:
               f"must be in [0, 1), got {self.controller_layer_dropout}")
         check(0 <= self.controller_pseudo_labels <= 1 - self.labeled_fraction, "controller-pseudo-labels",
               f"must be in [0, 1 - labeled-fraction], got {self.controller_pseudo_labels}")
+        check(0 <= self.controller_validation < 1, "controller-validation",
+              f"must be in [0, 1), got {self.controller_validation}")
         check(not self.controller_pseudo_labels or self.controller == "sequence", "controller-pseudo-labels",
               "is for the sequence controller (--controller sequence)")
         check(self.controller_weight_decay >= 0, "controller-weight-decay",
@@ -291,7 +294,8 @@ def controller_folder(p: PlanPreset) -> str:
              f"imagined{p.controller_imagined}" if p.controller_imagined else "",
              f"layerdrop{p.controller_layer_dropout:g}" if p.controller_layer_dropout else "",
              f"wd{p.controller_weight_decay:g}" if p.controller_weight_decay != default.controller_weight_decay else "",
-             f"pseudo{p.controller_pseudo_labels:g}" if p.controller_pseudo_labels else ""]
+             f"pseudo{p.controller_pseudo_labels:g}" if p.controller_pseudo_labels else "",
+             f"val{p.controller_validation:g}" if p.controller_validation else ""]
     return "_".join(["controller", *[part for part in parts if part]])
 
 
@@ -310,7 +314,8 @@ def _controlled(p: PlanPreset, run: Path, action_dim: int, progress: bool):
                                         horizon=max(ControllerConfig.horizon, p.horizon),
                                         dropout=p.controller_layer_dropout),
             steps=p.controller_steps, weight_decay=p.controller_weight_decay,
-            pseudo_labeled_fraction=p.controller_pseudo_labels, seed=p.seed,
+            pseudo_labeled_fraction=p.controller_pseudo_labels, validation_fraction=p.controller_validation,
+            seed=p.seed,
             prediction_weight=p.controller_prediction, history_dropout=p.controller_dropout,
             imagined_rounds=p.controller_imagined, progress=progress))
     summary = json.loads((controller_dir / "metrics.json").read_text())
@@ -319,9 +324,12 @@ def _controlled(p: PlanPreset, run: Path, action_dim: int, progress: bool):
     latent = loaded.config.model.latent
     detail = f" β {latent.beta:g}" if latent.family == "noisy" else ""
     name = f"latent {latent.family}{detail} + controller"
-    print(f"{name}: controller latent R² {summary['latent_r2']:.2f}, rollout ÷ IDM latents "
+    fit_r2 = f" (its fit episodes: {summary['latent_r2_fit']:.2f})" if "latent_r2_fit" in summary else ""
+    print(f"{name}: controller latent R² {summary['latent_r2']:.2f}{fit_r2}, rollout ÷ IDM latents "
           f"{summary['rollout_ratio']:.2f}, action gain {summary['action_gain']:.2f} "
-          f"({summary['labeled_transitions']} labeled transitions)", flush=True)
+          f"({summary['labeled_transitions']} labeled transitions"
+          + (f"; the fit's step {summary['kept_step']} kept by its held-back episodes" if summary.get("kept_step")
+             else "") + ")", flush=True)
     return name, summary["labeled_transitions"], ActionDynamics(loaded.model, controller, action_dim,
                                                                 precision=p.precision)
 

@@ -9,14 +9,18 @@ directions of z the predictor ignores). With ``imagined_rounds > 0`` it then als
 meets in a plan: the labeled windows are imagined through the world model with its own latents, from one
 frame and from two, and each imagined step (the model's predicted states, the true action) joins the
 training set with the IDM's latent of the true transition as target; the controller trains on again, once a
-round (aggregated as in DAgger). The ``sequence`` controller trains on windows instead: the two observed
+round (aggregated as in DAgger). With ``validation_fraction > 0`` some labeled episodes are held back from the
+fit and choose its length (the weights of the lowest latent error on them are kept): fit long on few labels, the
+controller learns each training episode by heart instead of the action's effect (BENCHMARKS.md, issue 34 part 16).
+The ``sequence`` controller trains on windows instead: the two observed
 states before a window, its ``controller.horizon`` actions, and the IDM's latents of its transitions as targets.
 Held-out episodes then say how well controller latents stand in
 for the IDM's:
 
 - ``latent_r2``: R² of the controller's z against the IDM's z (``latent_r2_first``: on the windows' first
   steps only, seen as a plan's first step is: one image, no past; the ``sequence`` controller maps each
-  window's actions from its first image, so every step of it is seen so);
+  window's actions from its first image, so every step of it is seen so; ``latent_r2_fit``: the same on the
+  episodes it was fit on, at most 100: the gap to the held-out one is what it learned by heart);
 - one-step prediction error with the controller's z ÷ with the IDM's z, and ÷ copying the last state;
 - the same for an open-loop rollout over a clip (the controller sees the model's own predictions), the
   reference paper's ratio (×1.00–×1.5 there);
@@ -71,6 +75,11 @@ class ControllerTrainConfig:
         imagined_rounds: rounds of training on the states the controller meets in its own imagined rollouts
             (windows of ``eval_frames`` of the labeled episodes), ``steps`` more steps each.
         eval_frames: length of the held-out windows for the rollout comparison, and of the imagined windows.
+        validation_fraction: share of the labeled episodes (at least one) held back from the fit to choose its
+            length: every ``validation_every`` steps the latent error on their transitions (``sequence``: windows) is
+            measured and the weights with the lowest are kept (0: the last step's weights, none held back). They
+            are labeled episodes all the same: the labeled count does not change.
+        validation_every: steps between two validation checks.
         pseudo_labeled_fraction: ``sequence`` only: this share of the training episodes more, drawn from the
             unlabeled ones, joins the fit with pseudo-actions: an :class:`ActionDecoder` fit on the labeled
             transitions reads each transition's action back from the IDM's latent and the transition's two states.
@@ -91,6 +100,8 @@ class ControllerTrainConfig:
     imagined_rounds: int = 0
     eval_frames: int = 8
     pseudo_labeled_fraction: float = 0.0
+    validation_fraction: float = 0.0
+    validation_every: int = 100
     seed: int = 0
     progress: bool = True
 
@@ -104,6 +115,9 @@ class ControllerTrainConfig:
         check(self.prediction_weight >= 0, "prediction_weight", f"must be >= 0, got {self.prediction_weight}")
         check(0 <= self.history_dropout <= 1, "history_dropout", f"must be in [0, 1], got {self.history_dropout}")
         check(self.imagined_rounds >= 0, "imagined_rounds", f"must be >= 0, got {self.imagined_rounds}")
+        check(0 <= self.validation_fraction < 1, "validation_fraction",
+              f"must be in [0, 1), got {self.validation_fraction}")
+        check(self.validation_every >= 1, "validation_every", f"must be >= 1, got {self.validation_every}")
         check(self.eval_frames >= 2, "eval_frames", f"must be >= 2, got {self.eval_frames}")
         check(self.imagined_rounds == 0 or self.eval_frames >= 3, "eval_frames",
               f"imagined rounds need windows of >= 3 frames, got {self.eval_frames}")
@@ -367,12 +381,38 @@ def imagined_transitions(model, controller: Controller, windows: tuple[torch.Ten
     return concat_transitions(parts[1] + parts[2])
 
 
-def fit(controller: Controller, data: Transitions | Sequences, config: ControllerTrainConfig, model=None
-        ) -> list[float]:
+def validation_error(controller: Controller, data: Transitions | Sequences, limit: int = 4096) -> float:
+    """The mean ``|c(a, s) − z|²`` over ``data`` (at most ``limit`` transitions or windows, evenly spaced), the
+    observed past as recorded, in eval mode."""
+    sequences = isinstance(data, Sequences)
+    count = data.starts.shape[0] if sequences else data.actions.shape[0]
+    device = data.starts.device if sequences else data.actions.device
+    rows = torch.linspace(0, count - 1, min(limit, count), device=device).round().long()
+    mode = controller.training
+    controller.eval()
+    with torch.no_grad():
+        total = 0.0
+        for part in rows.split(512):
+            if sequences:
+                states, actions, latents = data.batch(part)
+                predicted = controller(actions, states)
+            else:
+                latents = data.latents[part]
+                predicted = controller(data.actions[part], data.states[part],
+                                       None if data.previous is None else data.previous[part])
+            total += float((predicted - latents).pow(2).mean()) * len(part)
+    controller.train(mode)
+    return total / len(rows)
+
+
+def fit(controller: Controller, data: Transitions | Sequences, config: ControllerTrainConfig, model=None,
+        validation: Transitions | Sequences | None = None) -> tuple[list[float], dict[str, float] | None]:
     """AdamW on ``|c(a, s) − z|²`` over shuffled mini-batches, plus, with ``config.prediction_weight > 0``,
     ``w · var(z) · |f(s_t, c(a, s)) − s_t+1|² ÷ |s_t − s_t+1|²`` through the frozen world model ``model``;
-    returns the loss every 50 steps. With :class:`Sequences` (the ``sequence`` controller) the batch is
-    windows, the loss the same over each window's steps."""
+    returns the loss every 50 steps and, with ``validation`` data (of the same kind as ``data``), the kept step
+    (``{"step", "error"}``: its :func:`validation_error`, checked every ``config.validation_every`` steps and at
+    the last, the weights of the lowest kept), else ``None``. With :class:`Sequences` (the ``sequence``
+    controller) the batch is windows, the loss the same over each window's steps."""
     if isinstance(data, Sequences) != controller.sequential:
         raise ValueError("the sequence controller trains on Sequences, the others on Transitions")
     from tqdm.auto import tqdm
@@ -416,7 +456,10 @@ def fit(controller: Controller, data: Transitions | Sequences, config: Controlle
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(controller.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
-    losses = []
+    if validation is not None and isinstance(validation, Sequences) != controller.sequential:
+        raise ValueError("the validation data must be of the training data's kind")
+    losses, best = [], None
+    kept: dict[str, torch.Tensor] | None = None
     controller.train()
     for step in tqdm(range(config.steps), desc="controller", disable=not config.progress):
         index = torch.randint(count, (min(config.batch_size, count),), generator=generator).to(device)
@@ -427,8 +470,15 @@ def fit(controller: Controller, data: Transitions | Sequences, config: Controlle
         schedule.step()
         if step % 50 == 0 or step == config.steps - 1:
             losses.append(loss.item())
+        if validation is not None and ((step + 1) % config.validation_every == 0 or step == config.steps - 1):
+            error = validation_error(controller, validation)
+            if best is None or error < best["error"]:
+                best = {"step": float(step + 1), "error": error}
+                kept = {name: value.detach().clone() for name, value in controller.state_dict().items()}
+    if kept is not None:
+        controller.load_state_dict(kept)
     controller.eval()
-    return losses
+    return losses, best
 
 
 @torch.no_grad()
@@ -503,13 +553,24 @@ def train_controller(config: ControllerTrainConfig, device: str | torch.device =
     train_episodes, held_episodes = split_episodes(data, run.config.data.holdout_fraction)
     labeled = choose_labeled(train_episodes, config.labeled_fraction, config.seed)
     log.info("controller: %d of %d training episodes labeled", len(labeled), len(train_episodes))
+    checked: list[tuple[str, int]] = []
+    if config.validation_fraction:
+        if len(labeled) < 2:
+            raise ValueError(f"validation_fraction {config.validation_fraction:g} needs >= 2 labeled episodes (one to "
+                             f"fit, one to check), got {len(labeled)}: label more or set validation_fraction=0")
+        held_back = min(len(labeled) - 1, max(1, round(config.validation_fraction * len(labeled))))
+        checked = choose_labeled(labeled, held_back / len(labeled), config.seed + 2)
+        labeled = [e for e in labeled if e not in set(checked)]
+        log.info("controller: %d of the labeled episodes held back to choose the fit's step", len(checked))
     action_dim = data_action_dim(DataConfig(data=data))
     pseudo, decoder_r2 = [], None
     if config.controller.variant == "sequence":
         transitions = collect_sequences(run, labeled, action_dim, config.controller.horizon, device)
-        labeled_count = int(transitions.states.shape[0]) - len(labeled)  # an episode of L steps has L − 1
+        validation = (collect_sequences(run, checked, action_dim, config.controller.horizon, device) if checked
+                      else None)
+        labeled_count = count_transitions(labeled + checked)
         if config.pseudo_labeled_fraction:
-            chosen = set(labeled)
+            chosen = set(labeled + checked)  # the held-back episodes are labeled ones: never pseudo-labeled
             rest = [e for e in train_episodes if e not in chosen]
             pseudo = choose_labeled(rest, config.pseudo_labeled_fraction * len(train_episodes) / max(len(rest), 1),
                                     config.seed + 1)
@@ -522,25 +583,34 @@ def train_controller(config: ControllerTrainConfig, device: str | torch.device =
             transitions = transitions.concat(pseudo_label(extra, decoder, low, high))
     else:
         transitions = collect_transitions(run, labeled, action_dim, device)
-        labeled_count = int(transitions.actions.shape[0])
+        validation = collect_transitions(run, checked, action_dim, device) if checked else None
+        labeled_count = count_transitions(labeled + checked)
     all_transitions = count_transitions(train_episodes)
     controller = Controller(config.controller, action_dim, run.model.encoder.dim, run.model.encoder.num_tokens,
                             run.model.cond_dim).to(device)
-    losses = fit(controller, transitions, config, run.model)
+    losses, kept = fit(controller, transitions, config, run.model, validation)
     if config.imagined_rounds:
         windows = labeled_windows(run, labeled, action_dim, config.eval_frames, device)
         for round_ in range(config.imagined_rounds):
             transitions = concat_transitions([transitions, imagined_transitions(run.model, controller, windows)])
             log.info("controller: imagined round %d: %d training transitions", round_ + 1, len(transitions.actions))
-            losses += fit(controller, transitions, config, run.model)
+            more, kept = fit(controller, transitions, config, run.model, validation)
+            losses += more
     metrics = evaluate(run, controller, held_episodes, config.eval_frames, device)
+    # the same R² on (at most 100 of) the episodes it was fit on: far above the held-out one, it learned them by heart
+    try:
+        metrics["latent_r2_fit"] = evaluate(run, controller, labeled[:100], config.eval_frames, device)["latent_r2"]
+    except ValueError:  # no fit episode is eval_frames long
+        metrics["latent_r2_fit"] = float("nan")
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(controller.state_dict(), str(out / WEIGHTS))
     record = {"run": str(Path(config.run).resolve()), "action_dim": action_dim, "controller": to_dict(config.controller),
               "labeled_fraction": config.labeled_fraction}
     (out / CONFIG).write_text(json.dumps(record, indent=2))  # JSON is YAML
-    summary = {**metrics, "labeled_episodes": len(labeled), "labeled_transitions": labeled_count,
+    summary = {**metrics, "labeled_episodes": len(labeled) + len(checked), "labeled_transitions": labeled_count,
+               "validation_episodes": len(checked), "kept_step": None if kept is None else int(kept["step"]),
+               "validation_error": None if kept is None else kept["error"],
                "pseudo_labeled_episodes": len(pseudo), "action_decoder_r2": decoder_r2,
                "training_transitions": all_transitions, "final_loss": losses[-1], "losses": losses,
                "out_dir": str(out)}
