@@ -14,12 +14,10 @@ as the controller draws its labeled ones) and scored on every transition of the 
 - ``a_t``: the action alone (the ``mlp`` controller's input);
 - ``s_t`` and ``s_t−1, s_t``: the states alone (what z owes to where the body is, not to the action);
 - ``s_t, a_t`` and ``s_t−1, s_t, a_t, a_t−1``: the step-by-step controllers' inputs;
-- ``s_t, s_t+1``: the two states the IDM itself reads (a check of the readout: z is a function of them);
-- ``true state_t`` and ``true state_t, a_t``: the simulator's own physics state (positions and velocities) at t,
-  stored with the episode, instead of the encoder's features. In a deterministic simulator it and the action fix
-  the next frame, so z is a function of them; where this readout still finds nothing, that function (the change of
-  the learned features under the motion) is too far from smooth in the pose for this readout on this many
-  transitions: a controller fed the robot's proprioception would not reach z either.
+- ``s_t, s_t+1``: the two states the IDM itself reads (a check of the readout: z is a function of them).
+
+``benchmarks/latent_physics.py`` is the same question asked of the simulator's true state instead of the features
+(what a controller that knew the physics exactly could give).
 
 R² is over every entry of z together, weighted by its variance (the controller's ``latent_r2``), on the
 posterior means (eval mode). States are the encoder's tokens ``[N, D]`` flattened. Prints a markdown table
@@ -34,21 +32,18 @@ import time
 from pathlib import Path
 
 INPUTS = {"a_t": ("a",), "s_t": ("s",), "s_t−1, s_t": ("p", "s"), "s_t, a_t": ("s", "a"),
-          "s_t−1, s_t, a_t, a_t−1": ("p", "s", "a", "b"), "s_t, s_t+1 (the IDM's)": ("s", "n"),
-          "true state_t": ("q",), "true state_t, a_t": ("q", "a")}
+          "s_t−1, s_t, a_t, a_t−1": ("p", "s", "a", "b"), "s_t, s_t+1 (the IDM's)": ("s", "n")}
 
 
 def transitions(run, episodes, device):
     """Every transition of ``episodes``: ``{"p", "s", "n": [M, N·D]`` (s_t−1, s_t, s_t+1; s_t−1 = s_t at an
-    episode's first step), ``"a", "b": [M, A]`` (a_t, a_t−1; zeros before the first step), ``"q": [M, P]`` (the
-    simulator's physics state at t), ``"z": [M, C]``}."""
+    episode's first step), ``"a", "b": [M, A]`` (a_t, a_t−1; zeros before the first step), ``"z": [M, C]``}."""
     import torch
 
-    from lavid.data.goals import read_episode
     from lavid.planning.fit_controller import encoded_episodes
 
-    parts: dict[str, list] = {key: [] for key in "psnabqz"}
-    for (path, row), (states, actions) in zip(episodes, encoded_episodes(run, episodes, device)):
+    parts: dict[str, list] = {key: [] for key in "psnabz"}
+    for states, actions in encoded_episodes(run, episodes, device):
         latents, _, _ = run.model.infer_latents(states[None])
         steps = latents.shape[1]
         flat = states.flatten(1).float()
@@ -58,7 +53,6 @@ def transitions(run, episodes, device):
         parts["n"].append(flat[1:steps + 1])
         parts["a"].append(action)
         parts["b"].append(torch.cat([torch.zeros_like(action[:1]), action[:-1]]))
-        parts["q"].append(torch.from_numpy(read_episode(path, row, frames=False).physics[:steps]).float().to(device))
         parts["z"].append(latents[0].float())
     return {key: torch.cat(value) for key, value in parts.items()}
 
