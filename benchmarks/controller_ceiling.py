@@ -36,25 +36,17 @@ INPUTS = {"a_t": ("a",), "s_t": ("s",), "s_t−1, s_t": ("p", "s"), "s_t, a_t": 
 
 
 def transitions(run, episodes, device):
-    """Every transition of ``episodes``: ``{"p", "s", "n": [M, N·D]`` (s_t−1, s_t, s_t+1; s_t−1 = s_t at an
-    episode's first step), ``"a", "b": [M, A]`` (a_t, a_t−1; zeros before the first step), ``"z": [M, C]``}."""
-    import torch
+    """Every transition of ``episodes`` (:func:`lavid.planning.fit_controller.collect_transitions`) as flat inputs:
+    ``{"p", "s", "n": [M, N·D]`` (s_t−1, s_t, s_t+1; s_t−1 = s_t at an episode's first step), ``"a", "b": [M, A]``
+    (a_t, a_t−1; zeros before the first step), ``"z": [M, C]``}."""
+    from lavid.data.data_config import DataConfig
+    from lavid.data.training_data import data_action_dim
+    from lavid.planning.fit_controller import collect_transitions
 
-    from lavid.planning.fit_controller import encoded_episodes
-
-    parts: dict[str, list] = {key: [] for key in "psnabz"}
-    for states, actions in encoded_episodes(run, episodes, device):
-        latents, _, _ = run.model.infer_latents(states[None])
-        steps = latents.shape[1]
-        flat = states.flatten(1).float()
-        action = actions[:steps].float()
-        parts["p"].append(torch.cat([flat[:1], flat[:steps - 1]]))
-        parts["s"].append(flat[:steps])
-        parts["n"].append(flat[1:steps + 1])
-        parts["a"].append(action)
-        parts["b"].append(torch.cat([torch.zeros_like(action[:1]), action[:-1]]))
-        parts["z"].append(latents[0].float())
-    return {key: torch.cat(value) for key, value in parts.items()}
+    data = collect_transitions(run, episodes, data_action_dim(DataConfig(data=run.config.data.data)), device)
+    return {"p": data.states[:, 0].flatten(1).float(), "s": data.states[:, 1].flatten(1).float(),
+            "n": data.following.flatten(1).float(), "a": data.actions.float(), "b": data.previous.float(),
+            "z": data.latents.float()}
 
 
 def read_latent(fit: dict, test: dict, keys: tuple[str, ...], hidden: int = 256, max_steps: int = 4000,
