@@ -81,11 +81,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from lavid.core.threads import usable_cores
     from lavid.planning.fit_controller import choose_labeled, split_episodes
-    from lavid.training.runs import load_run
+    from lavid.training.runs import RunError, load_run
 
     torch.set_num_threads(usable_cores())
     device = torch.device("cpu")
-    run = load_run(args.run, device)
+    try:
+        run = load_run(args.run, device)
+    except RunError as error:
+        parser.error(f"--run: {error}")
     if run.model.action_conditioned:
         parser.error(f"{args.run} is conditioned on actions: it has no latent to read")
     train, held = split_episodes(run.config.data.data, run.config.data.holdout_fraction)

@@ -551,6 +551,10 @@ def test_controller_ceiling_reads_the_latent_from_each_input_set(latent_run, tmp
     assert 0 < half < every  # half the training episodes, drawn as the controller's labels
     assert all(np.isfinite(r["r2"]) and r["r2"] <= 1 for r in rows)
     assert "| a_t |" in (out / "controller_ceiling.md").read_text()
+    with pytest.raises(SystemExit):  # a clear usage error, not a traceback
+        controller_ceiling.main(["--run", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit):
+        controller_ceiling.main(["--run", str(latent_run), "--fractions", "0"])
 
 
 def test_the_controller_ceiling_reads_a_latent_that_needs_state_and_action_only_from_both():
